@@ -1,0 +1,171 @@
+"""`growlang`: check, graph, run, grow, plot. Results on stdout, diagnostics and errors on stderr.
+
+`check` and `graph` never import torch; `run`, `grow` and `plot` import the runtime lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0  # valid (warnings allowed)
+EXIT_PROBLEMS = 1  # errors found in a schedule
+EXIT_USAGE = 2  # usage error, unreadable file, or internal error
+
+EPILOG = f"""exit codes:
+  {EXIT_OK}  ok (warnings allowed)
+  {EXIT_PROBLEMS}  problems found in a schedule
+  {EXIT_USAGE}  usage error, unreadable file, or internal error"""
+
+
+def _display(path: str) -> str:
+    return str(path)
+
+
+def _compile(path: str):
+    """(Compiled, source text) or an exit-2 message for an unreadable file."""
+    from growlang.compiler import compile_text
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None, f"growlang: cannot read {path}: {reason}"
+    return (compile_text(text, Path(path)), text), None
+
+
+def cmd_check(args) -> int:
+    from growlang.diagnostics import render_text, summary_line, to_json_dict
+
+    worst, everything, results = EXIT_OK, [], []
+    for path in args.files:
+        compiled, problem = _compile(path)
+        if problem:
+            print(problem, file=sys.stderr)
+            worst = EXIT_USAGE
+            results.append({"file": path, "readable": False, "diagnostics": [], "plan": None})
+            continue
+        compiled, text = compiled
+        everything += compiled.diagnostics
+        if args.format == "json":
+            results.append({"file": path, "readable": True,
+                            "diagnostics": [to_json_dict(d, path) for d in compiled.diagnostics],
+                            "plan": compiled.plan.to_dict() if compiled.plan else None})
+        else:
+            if compiled.diagnostics:
+                print(render_text(list(compiled.diagnostics), text, _display(path)), file=sys.stderr)
+            if compiled.plan is not None:
+                from growlang.render import check_table
+
+                print(check_table(compiled.plan, _display(path)))
+        if not compiled.ok:
+            worst = max(worst, EXIT_PROBLEMS)
+    if args.format == "json":
+        import json
+
+        errors = sum(d.is_error for d in everything)
+        print(json.dumps({"files": results, "errors": errors, "warnings": len(everything) - errors}, indent=2))
+    elif everything:
+        print(summary_line(everything), file=sys.stderr)
+    return worst
+
+
+def cmd_graph(args) -> int:
+    from growlang.diagnostics import render_text, summary_line
+    from growlang.render import dot, mermaid
+
+    compiled, problem = _compile(args.file)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    compiled, text = compiled
+    if compiled.diagnostics:
+        print(render_text(list(compiled.diagnostics), text, args.file), file=sys.stderr)
+        print(summary_line(list(compiled.diagnostics)), file=sys.stderr)
+    if compiled.plan is None:
+        return EXIT_PROBLEMS
+    print(mermaid(compiled.plan) if args.format == "mermaid" else dot(compiled.plan), end="")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from growlang.diagnostics import render_text, summary_line
+
+    compiled, problem = _compile(args.file)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    compiled, text = compiled
+    if compiled.diagnostics:
+        print(render_text(list(compiled.diagnostics), text, args.file), file=sys.stderr)
+        print(summary_line(list(compiled.diagnostics)), file=sys.stderr)
+    if compiled.plan is None:
+        return EXIT_PROBLEMS
+    from growlang.runtime.run import run_plan  # lazy: torch
+
+    out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    return run_plan(compiled.plan, out=out, resume=args.resume, device=args.device)
+
+
+def cmd_grow(args) -> int:
+    from growlang.runtime.grow_cli import main as grow_main  # lazy: torch
+
+    return grow_main(args)
+
+
+def cmd_plot(args) -> int:
+    from growlang.runtime.plot import main as plot_main  # lazy: matplotlib
+
+    return plot_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="growlang", description="Progressive Transformer pretraining from a .grow schedule.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    kw = dict(epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("check", help="validate schedules and print their cost table (no torch)", **kw)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=cmd_check)
+    p = sub.add_parser("graph", help="print the stage graph with operators on its edges", **kw)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    p.set_defaults(handler=cmd_graph)
+    p = sub.add_parser("run", help="train a schedule (imports the torch runtime)", **kw)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<schedule stem>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help="processes (GPUs) to train on")
+    p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("grow", help="grow a saved checkpoint into a bigger model", **kw)
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("--to", required=True, help="new shape, e.g. 'depth=12 width=768 ffn=3072'")
+    p.add_argument("--by", default="", help="operators, e.g. 'depth by stack, width by interpolate'")
+    p.add_argument("--out", required=True, metavar="DST")
+    p.set_defaults(handler=cmd_grow)
+    p = sub.add_parser("plot", help="plot loss curves of run directories", **kw)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="PNG")
+    p.set_defaults(handler=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # an internal error: a message, never a traceback for the user
+        import traceback
+
+        if "--debug" in sys.argv or __import__("os").environ.get("GROWLANG_DEBUG"):
+            traceback.print_exc()
+        print(f"growlang: internal error: {type(exc).__name__}: {exc} (set GROWLANG_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_USAGE

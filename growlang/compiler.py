@@ -1,0 +1,120 @@
+"""Schedule -> stage graph (networkx) -> frozen `Plan` (docs/architecture.md).
+
+`compile_text` runs every pass and returns the plan (None on errors) with all diagnostics: a
+syntax error stops at the first one, semantic errors are collected together (language.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from growlang.diagnostics import Diagnostic, Problems, Span, did_you_mean, error
+from growlang.syntax import ScheduleSyntax, parse_schedule
+
+
+@dataclass(frozen=True)
+class Compiled:
+    plan: object | None  # growlang.plan.Plan when there are no errors
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+def compile_file(path: str | Path) -> Compiled:
+    """Raises OSError/UnicodeDecodeError for an unreadable file (the CLI's exit 2)."""
+    path = Path(path)
+    return compile_text(path.read_text(encoding="utf-8"), path)
+
+
+def compile_text(text: str, path: str | Path = "<schedule>.grow") -> Compiled:
+    path = Path(path)
+    try:
+        syntax, found = parse_schedule(text)
+    except Problems as exc:
+        return Compiled(None, tuple(exc.diagnostics))
+    from growlang.schema import validate_schedule
+
+    schedule, problems = validate_schedule(syntax)
+    found += problems
+    graph_problems = []
+    graph = build_graph(syntax, graph_problems)
+    found += graph_problems
+    if schedule is None or graph_problems or any(d.is_error for d in found):
+        return Compiled(None, tuple(found))
+    from growlang.plan_builder import build_plan
+
+    plan, problems = build_plan(syntax, schedule, graph, path)
+    found += problems
+    ok = not any(d.is_error for d in found)
+    return Compiled(plan if ok else None, tuple(found))
+
+
+def build_graph(syntax: ScheduleSyntax, found: list[Diagnostic]):
+    """Stages as nodes in file order; edge parent -> child (default parent: the stage before)."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    if not syntax.stages:
+        found.append(error("E305", "the schedule has no stages", Span.whole_file(),
+                           "add one: `stage 1: depth=2 width=256 len=128 steps=1k`"))
+        return graph
+    previous = None
+    for index, stage in enumerate(syntax.stages):
+        if stage.name in graph:
+            first = graph.nodes[stage.name]["syntax"]
+            found.append(error("E301", f"stage `{stage.name}` is defined twice", stage.name_span,
+                               f"first defined at line {first.name_span.line}; rename one"))
+            continue
+        graph.add_node(stage.name, syntax=stage, index=index)
+        previous_name, previous = previous, stage.name
+        if stage.parent is None and previous_name is not None:
+            graph.add_edge(previous_name, stage.name)
+    for stage in syntax.stages:
+        if stage.parent is None or graph.nodes.get(stage.name, {}).get("syntax") is not stage:
+            continue
+        if stage.parent not in graph:
+            found.append(error("E302", f"stage `{stage.name}` grows from unknown stage `{stage.parent}`",
+                               stage.parent_span, did_you_mean(stage.parent, graph.nodes)))
+        elif stage.parent == stage.name:
+            found.append(error("E303", f"stage `{stage.name}` grows from itself", stage.parent_span))
+        else:
+            graph.add_edge(stage.parent, stage.name)
+    if found:
+        return graph
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        names = [u for u, _ in cycle]
+        at = min(names, key=lambda n: graph.nodes[n]["index"])
+        stage = graph.nodes[at]["syntax"]
+        found.append(error("E303", "stages grow in a cycle: " + " -> ".join(f"`{n}`" for n in names + [names[0]]),
+                           stage.parent_span or stage.name_span, "every stage must descend from the first one"))
+        return graph
+    roots = [n for n in graph if graph.in_degree(n) == 0]
+    for extra in roots[1:]:
+        found.append(error("E304", f"stage `{extra}` is a second root (first root: `{roots[0]}`)",
+                           graph.nodes[extra]["syntax"].name_span, "give it a parent with `from NAME`"))
+    return graph
+
+
+def steps_for_tokens(tokens: int, batch: int, read_len: int) -> int:
+    """`tokens=` -> steps = ceil(tokens / (batch * read_len)) (language.md, budget keys)."""
+    return max(1, math.ceil(tokens / (batch * read_len)))
+
+
+def parse_growth_request(to: str, by: str, old=None, model=None):
+    """`growlang grow`: 'depth=12 width=768' and 'depth by stack, width by interpolate' -> the same
+    validated values a schedule gives. Returns (shape keys dict, tuple of OpUse); raises Problems.
+
+    With `old` (a Shape) and `model` (a ModelSpec) the new shape is completed from `old`, the
+    operators are checked against the transition and defaults are filled, exactly as in `check`.
+    """
+    from growlang.growth_request import parse_growth_request as parse
+
+    return parse(to, by, old, model)

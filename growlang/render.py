@@ -1,0 +1,84 @@
+"""Human output of `growlang check` (a table per file) and `growlang graph` (mermaid / dot)."""
+
+from __future__ import annotations
+
+from growlang.plan import Plan
+
+
+def si(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G" if unit else "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}{unit}"
+    return f"{n:.3g}{unit}"
+
+
+def flops(n: float) -> str:
+    mantissa, exponent = f"{n:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  " + "  ".join(cells).rstrip())
+    return out
+
+
+def check_table(plan: Plan, display: str) -> str:
+    total = sum(s.cost.flops for s in plan.stages)
+    m, t = plan.model, plan.train
+    lines = [f"{display}: {m.family}, vocab {m.vocab}, max_len {m.max_len}, {len(plan.stages)} stage(s), "
+             f"{len(plan.paths)} path(s), precision {t.precision}, eval at len {plan.eval_len}", ""]
+    rows = [["stage", "from", "depth", "width", "heads", "ffn", "len", "read/pool", "steps", "batch",
+             "params", "tokens", "FLOPs", "share", "memory"]]
+    for s in plan.stages:
+        c = s.cost
+        rows.append([s.name, s.parent or "-", str(s.shape.depth), str(s.shape.width), str(s.shape.heads),
+                     str(s.shape.ffn), str(s.shape.len), f"{s.read_len}/{s.pool}" if s.pool > 1 else "-",
+                     si(s.steps), str(s.batch), si(c.params), si(c.tokens), flops(c.flops), f"{c.flops / total:.1%}",
+                     gib(c.memory_bytes)])
+    lines += _table(rows, set(range(2, 15)) - {7})
+    if plan.transitions:
+        lines += ["", "  transitions (preservation: exact / approximate / none)"]
+        for tr in plan.transitions:
+            src, dst = plan.stage(tr.src).shape, plan.stage(tr.dst).shape
+            parts = [f"{o.dim} {getattr(src, o.dim)}->{getattr(dst, o.dim)} by {o.op}"
+                     + (f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in o.args)})" if o.args else "")
+                     + f" [{o.preservation}]" + (" (default)" if o.defaulted else "") for o in tr.ops]
+            lines.append(f"    {tr.src} -> {tr.dst}: " + ("; ".join(parts) if parts else "no change"))
+    lines += ["", f"  total: {si(sum(s.cost.tokens for s in plan.stages))} tokens, {flops(total)} FLOPs"]
+    for p in plan.paths:
+        lines.append(f"  path {' -> '.join(p.stages)}: {flops(p.flops)} FLOPs on {si(p.tokens)} tokens; "
+                     f"from scratch {flops(p.baseline_flops)} FLOPs: saving {p.saving:.1%} ({p.speedup:.2f}x)")
+    if plan.defaults_used:
+        lines += ["", "  defaults used: " + ", ".join(plan.defaults_used)]
+    return "\n".join(lines) + "\n"
+
+
+def _label(plan: Plan, name: str) -> str:
+    s = plan.stage(name).shape
+    return f"{name}: L{s.depth} d{s.width} f{s.ffn} T{s.len}"
+
+
+def _edge(tr) -> str:
+    return ", ".join(f"{o.dim} by {o.op}" + ("*" if o.defaulted else "") for o in tr.ops) or "no change"
+
+
+def mermaid(plan: Plan) -> str:
+    ids = {s.name: f"s{i}" for i, s in enumerate(plan.stages)}
+    lines = ["graph LR"] + [f'  {ids[s.name]}["{_label(plan, s.name)}"]' for s in plan.stages]
+    lines += [f'  {ids[t.src]} -->|"{_edge(t)}"| {ids[t.dst]}' for t in plan.transitions]
+    return "\n".join(lines) + "\n"
+
+
+def dot(plan: Plan) -> str:
+    lines = [f'digraph "{plan.name}" {{', "  rankdir=LR;", "  node [shape=box];"]
+    lines += [f'  "{s.name}" [label="{_label(plan, s.name)}"];' for s in plan.stages]
+    lines += [f'  "{t.src}" -> "{t.dst}" [label="{_edge(t)}"];' for t in plan.transitions]
+    return "\n".join(lines + ["}"]) + "\n"

@@ -1,0 +1,104 @@
+"""Lark's UnexpectedInput -> one Diagnostic in the user's words (language.md: "expected '=' after
+'width'"; never EQUAL, $END or Token(...)). Lark's `get_context` idea, our vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+
+from growlang.diagnostics import Diagnostic, Span, error
+
+# What each terminal is called in a message.
+WORDS = {
+    "EQUAL": "'='", "COLON": "':'", "SEMICOLON": "';'", "COMMA": "','", "LBRACE": "'{'",
+    "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "WORD": "a name", "NUMBER": "a number",
+    "STRING": "a quoted string", "STAGE": "'stage'", "MODEL": "'model'", "DATA": "'data'",
+    "TRAIN": "'train'", "FROM": "'from'", "VIA": "'via'", "GROW": "'grow'", "BY": "'by'",
+    "$END": "the end of the file",
+}
+_ORDER = list(WORDS)
+_TOKEN = re.compile(r'"[^"\n]*"|[A-Za-z0-9_.\-+]+|[^\s]')
+
+
+def _words(expected: set[str]) -> str:
+    names = [WORDS.get(t, t.lower()) for t in sorted(expected, key=lambda t: _ORDER.index(t) if t in _ORDER else 99)]
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), text)
+
+
+def _previous_token(text: str, pos: int) -> str | None:
+    before = _TOKEN.findall(_strip_comments(text[:pos]))
+    return before[-1] if before else None
+
+
+def _end_span(text: str) -> Span:
+    """Just after the last non-blank character of the file."""
+    stripped = _strip_comments(text).rstrip()
+    line = stripped.count("\n") + 1
+    col = len(stripped) - (stripped.rfind("\n") + 1) + 1
+    return Span(line, col, line, col + 1)
+
+
+def _open_brace(text: str, pos: int) -> Span | None:
+    """The `{` left open before `pos` (blocks do not nest)."""
+    clean = _strip_comments(text[:pos])
+    opened = clean.rfind("{")
+    if opened < 0 or clean.rfind("}") > opened:
+        return None
+    line = clean.count("\n", 0, opened) + 1
+    col = opened - (clean.rfind("\n", 0, opened) + 1) + 1
+    return Span(line, col, line, col + 1)
+
+
+def describe_syntax_error(exc, text: str) -> Diagnostic:
+    import lark
+
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        span = Span(exc.line, exc.column, exc.line, exc.column + 1)
+        if char == '"':
+            return error("E002", "unterminated string", span, 'close the string with `"` on the same line')
+        if char == "-" and text[exc.pos_in_stream + 1:exc.pos_in_stream + 2].isalpha():
+            return error("E001", "a name cannot start with '-'", span)
+        found = f"'{char}'" if char.isprintable() else f"character U+{ord(char):04X}"
+        prev = _previous_token(text, exc.pos_in_stream)
+        where = f" after '{prev}'" if prev else ""
+        return error("E001", f"unexpected {found}{where}", span, f"expected {_words(set(exc.allowed))}")
+
+    token = exc.token
+    expected = set(exc.expected) if getattr(exc, "expected", None) else set()
+    at_end = token.type == "$END"
+    pos = len(text) if at_end else token.start_pos
+    prev = _previous_token(text, pos)
+    if at_end:
+        span = _end_span(text)
+    else:
+        span = Span(token.line, token.column, token.end_line or token.line,
+                    token.end_column or token.column + len(str(token)))
+    brace = _open_brace(text, pos)
+    if "RBRACE" in expected and brace and (at_end or token.type in ("STAGE", "MODEL", "DATA", "TRAIN")):
+        return error("E002", "unterminated block: expected '}'", brace,
+                     "close the block with '}' before " + ("the end of the file" if at_end else f"'{token}'"))
+    if "RPAR" in expected and at_end:
+        return error("E002", "unterminated argument list: expected ')'", span)
+    found = WORDS["$END"] if at_end else f"'{token}'"
+    after = f" after '{prev}'" if prev else ""
+    if expected == {"EQUAL"} and prev == "grow":
+        return error("E001", "expected ';' before 'grow'", span, "a growth clause reads `; grow DIM by OP`")
+    if expected == {"EQUAL"}:
+        return error("E001", f"expected '=' after '{prev}'", span, f"write `{prev}=VALUE`")
+    if token.type == "GROW" and "SEMICOLON" in expected:
+        return error("E001", f"expected ';' before 'grow'", span, "a growth clause reads `; grow DIM by OP`")
+    hint = ""
+    if "COLON" in expected and token.type == "WORD" and prev and "=" not in str(token):
+        hint = "a stage header reads `stage NAME [from PARENT] [via DIM by OP]:`"
+    if expected <= {"WORD", "NUMBER", "STRING"} and token.type in WORDS and not at_end:
+        hint = f"'{token}' is a keyword; quote it or use another name" if token.type not in ("EQUAL", "COLON", "SEMICOLON", "COMMA", "LBRACE", "RBRACE", "LPAR", "RPAR") else hint
+    if len(expected) > 3:
+        return error("E001", f"unexpected {found}{after}", span, hint or f"expected {_words(expected)}")
+    return error("E001", f"expected {_words(expected)}{after}, found {found}", span, hint)
