@@ -1,0 +1,170 @@
+"""The tokenizer of a run: a WordPiece trained on the corpus (`tokenizer=builtin`), or a local one.
+
+`builtin` trains a BERT-style uncased WordPiece with the `tokenizers` library on the run's corpus
+(the State of the Union corpus for `corpus=builtin`) with exactly `model { vocab }` entries, and
+caches it under `$GROWLANG_CACHE/tokenizers/<key>/` (default `~/.cache/growlang`), keyed by the
+corpus text, the vocab size and TRAINER_VERSION. Training is deterministic (see `train_wordpiece`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from growlang.plan import DataSpec
+from growlang.runtime.errors import UserError
+
+if TYPE_CHECKING:  # transformers takes seconds to import; training a vocab does not need it
+    from transformers import PreTrainedTokenizerFast
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, BERT's names
+TRAINER_VERSION = "wordpiece-v1"  # bump when training changes, so old caches are not reused
+MAX_ALPHABET = 1000  # BERT's limit_alphabet
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """`cache_dir`, else $GROWLANG_CACHE, else ~/.cache/growlang."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("GROWLANG_CACHE") or Path.home() / ".cache" / "growlang")
+
+
+def documents_hash(docs: list[str]) -> str:
+    """A content hash of a list of documents (order matters)."""
+    h = hashlib.blake2b(digest_size=16)
+    for d in docs:
+        b = d.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))  # length prefix: ["ab","c"] != ["a","bc"]
+        h.update(b)
+    return h.hexdigest()
+
+
+def tokenizer_hash(tok: PreTrainedTokenizerFast) -> str:
+    """A content hash of a tokenizer's full pipeline (its tokenizer.json)."""
+    return hashlib.blake2b(tok.backend_tokenizer.to_str().encode(), digest_size=16).hexdigest()
+
+
+def _alphabet(docs: list[str], normalizer, limit: int) -> list[str]:
+    """The `limit` most frequent characters after normalization, ties broken by code point."""
+    # Count raw characters with numpy, then normalize each distinct one: the BERT normalizer works
+    # character by character (lowercase, strip accents, drop control chars), and normalizing 73
+    # characters instead of 12 MB of text takes the time from seconds to milliseconds.
+    raw = np.frombuffer("".join(docs).encode("utf-32-le"), dtype=np.uint32)
+    cps, n = np.unique(raw, return_counts=True)
+    counts: dict[str, int] = {}
+    for cp, c in zip(cps.tolist(), n.tolist()):
+        for ch in normalizer.normalize_str(chr(cp)):
+            if not ch.isspace():
+                counts[ch] = counts.get(ch, 0) + c
+    return sorted(sorted(counts, key=lambda ch: (-counts[ch], ord(ch)))[:limit])
+
+
+def train_wordpiece(docs: list[str], vocab: int) -> dict[str, int]:
+    """A WordPiece vocabulary of exactly `vocab` entries, the same in every process.
+
+    Why the detour: the `tokenizers` trainer numbers the `##x` continuation symbols in HashMap
+    order, which Rust seeds per process, and breaks ties between equally frequent merges by those
+    numbers, so two trainings can pick different tokens near the end of a large vocab. We choose
+    the alphabet ourselves (frequency, then code point) and register every symbol and its `##`
+    form up front in sorted order, so every id the trainer compares is fixed. Then the vocab is
+    renumbered: specials first, the rest sorted by string. A corpus too small to fill the vocab is
+    padded with `[unused0]`, `[unused1]`, ... (BERT's placeholders), which never match any text.
+    """
+    limit = max(1, min(MAX_ALPHABET, (vocab - len(SPECIALS)) // 4))
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    alphabet = _alphabet(docs, normalizer, limit)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    fixed = list(SPECIALS) + alphabet + ["##" + ch for ch in alphabet]
+    if len(fixed) > vocab:
+        raise UserError(f"`model {{ vocab={vocab} }}` is too small for the corpus' {len(alphabet)} characters; "
+                        f"use vocab >= {len(fixed)}")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=fixed, initial_alphabet=alphabet,
+                                        limit_alphabet=len(alphabet), show_progress=False)
+    tok.train_from_iterator(docs, trainer)
+    rest = sorted(t for t in tok.get_vocab() if t not in SPECIALS)
+    tokens = list(SPECIALS) + rest[: vocab - len(SPECIALS)]
+    tokens += [f"[unused{i}]" for i in range(vocab - len(tokens))]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def bert_tokenizer(vocab: dict[str, int]) -> PreTrainedTokenizerFast:
+    """An uncased BertTokenizerFast (BERT normalizer, pre-tokenizer, WordPiece decoder) over `vocab`."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=1 << 30)
+
+
+def _atomic_save(tok: PreTrainedTokenizerFast, vocab: dict[str, int], folder: Path) -> None:
+    # Write a sibling temp folder, then rename: a crash or a concurrent run never sees half a cache.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
+    try:
+        tok.save_pretrained(str(tmp))
+        (tmp / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+        os.replace(tmp, folder)
+    except OSError:
+        if not folder.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # left over when another process won the race
+
+
+def builtin_tokenizer(docs: list[str], vocab: int, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
+    """The WordPiece trained on `docs` with `vocab` entries, from the cache when it is there."""
+    key = hashlib.blake2b(f"{documents_hash(docs)}:{vocab}:{TRAINER_VERSION}".encode(), digest_size=12).hexdigest()
+    folder = cache_root(cache_dir) / "tokenizers" / key
+    if not (folder / "tokenizer.json").exists():
+        words = train_wordpiece(docs, vocab)
+        _atomic_save(bert_tokenizer(words), words, folder)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
+    """A Hugging Face tokenizer folder, checked against the model's vocab size."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(os.path.expanduser(path))
+    fix = "set `data { tokenizer=... }` to `builtin` or to a folder written by `save_pretrained`"
+    if not folder.is_dir():
+        raise UserError(f"tokenizer folder {path} does not exist; {fix}")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a bad folder
+        raise UserError(f"tokenizer folder {path} does not hold a readable tokenizer ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from None
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise UserError(f"tokenizer folder {path} holds a slow tokenizer; save one with a tokenizer.json")
+    missing = [name for name in ("cls_token", "sep_token", "mask_token") if getattr(tok, name, None) is None]
+    if missing:
+        raise UserError(f"tokenizer folder {path} has no {', '.join(missing)}; masked-LM pretraining needs "
+                        "[CLS], [SEP] and [MASK] tokens")
+    if len(tok) != vocab:
+        raise UserError(f"tokenizer folder {path} has {len(tok)} tokens but `model {{ vocab={vocab} }}`; "
+                        f"set `vocab={len(tok)}` in the model block")
+    return tok
+
+
+def load_tokenizer(spec: DataSpec, vocab: int, cache_dir: Path | None = None,
+                   docs: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """The run's tokenizer with exactly `vocab` entries.
+
+    `builtin` trains on `docs` when given (all of the corpus' documents), else reads the corpus.
+    """
+    if spec.tokenizer != "builtin":
+        return local_tokenizer(spec.tokenizer, vocab)
+    if docs is None:
+        from growlang.runtime.corpus import read_documents
+
+        docs = list(read_documents(spec)["text"])
+    return builtin_tokenizer(docs, vocab, cache_dir)
