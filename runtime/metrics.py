@@ -1,0 +1,116 @@
+"""What a run reports: metrics.jsonl records, a progress bar per stage, and the summary table.
+
+metrics.jsonl holds one JSON object per line, each with a `kind`:
+    train   step (global), stage, stage_step, loss, lr, tokens and flops (cumulative along the
+            stage's root-to-leaf path), tokens_per_s, time (seconds, cumulative along the path),
+            and eval_loss when the step was evaluated
+    growth  stage (the new one), src, step, eval loss before/after applying the operators, delta,
+            and each operator with its preservation class
+The file is flushed after every record; a checkpoint records its size so a resumed run cuts off
+what was written after that checkpoint and the file reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class MetricsLog:
+    def __init__(self, path: Path, truncate_to: int | None = None):
+        self.path = path
+        if truncate_to is not None and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(truncate_to)
+        self._f = open(path, "ab")
+
+    def write(self, record: dict) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self._f.write((json.dumps(clean) + "\n").encode())
+        self._f.flush()
+
+    def size(self) -> int:
+        self._f.flush()
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    steps: int = 0
+    time: float = 0.0  # seconds spent in this stage (training and its evaluations)
+    tokens: int = 0
+    flops: float = 0.0
+    loss: float | None = None
+    eval_loss: float | None = None
+
+
+def summary_table(rows: list[StageSummary]) -> str:
+    head = ("stage", "steps", "time", "tokens", "FLOPs", "loss", "eval loss")
+    body = [(r.stage, str(r.steps), f"{r.time:.1f}s", human(r.tokens), f"{r.flops:.3g}",
+             "-" if r.loss is None else f"{r.loss:.4f}", "-" if r.eval_loss is None else f"{r.eval_loss:.4f}")
+            for r in rows]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(head), line(tuple("-" * w for w in widths)), *map(line, body)])
+
+
+def summaries_to_json(rows: list[StageSummary]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def summaries_from_json(rows: list[dict]) -> list[StageSummary]:
+    return [StageSummary(**r) for r in rows]
+
+
+def human(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(int(n))
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal; otherwise one compact line per log step."""
+
+    def __init__(self, stage: str, total: int, start: int, log_every: int):
+        self.stage, self.total, self.log_every = stage, total, max(1, log_every)
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, desc=stage, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, leave=True) if self.tty else None
+
+    def update(self, stage_step: int, loss: float, lr: float, eval_loss: float | None = None) -> None:
+        """stage_step: steps done in this stage (1-based after the step)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            post = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}"}
+            if eval_loss is not None:
+                post["eval"] = f"{eval_loss:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+        elif stage_step % self.log_every == 0 or stage_step == self.total or eval_loss is not None:
+            extra = "" if eval_loss is None else f" eval {eval_loss:.4f}"
+            print(f"[{self.stage}] step {stage_step}/{self.total} loss {loss:.4f} lr {lr:.2e}{extra}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,205 @@
+"""`growlang run`: check the I/O, load the data, train the plan, export the leaves, summarise.
+
+Every user mistake (an --out that exists, a corpus that cannot be read, a tokenizer of the wrong
+size, a resume against a changed schedule, a loss that blows up) ends as one `error: ...` line
+on stderr and exit code 1, never a traceback. The cheap checks come before anything expensive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from growlang.plan import Plan
+from growlang.runtime.errors import UserError
+
+EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
+# train fields that do not change what a finished stage computed
+HARMLESS = ("lr", "eval_every", "eval_batches", "checkpoint_every", "log_every")
+
+
+def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", *,
+             stop_after_steps: int | None = None) -> int:
+    """Train `plan` into `out`; returns the exit code. `stop_after_steps` is for tests only."""
+    out = Path(out)
+    try:
+        prepare_out(out, resume)
+        return _run(plan, out, resume, device, stop_after_steps)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PROBLEM
+
+
+def prepare_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise UserError(f"--out {out} already exists and is not empty; pass --resume to continue that run, "
+                        "or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}; choose another --out") from None
+
+
+def resolve_device(device: str | None):
+    import torch
+
+    name = (device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device {device}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for a GPU but torch sees none; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device} is not supported; use cpu, cuda, cuda:N or auto")
+    return dev
+
+
+def plan_change(old: dict, new: Plan, stages: list[str], current: str | None = None) -> str | None:
+    """Why `stages` (finished under `old`) would not be reproduced by `new`, or None.
+
+    `current`, the stage a mid-stage checkpoint is in, must keep its shape and growth (the
+    checkpoint holds that model); its steps and lr may change (e.g. to recover from a blow-up).
+    """
+    cur = json.loads(json.dumps(new.to_dict()))  # tuples -> lists, as in plan.json
+    for block in ("model", "data"):
+        if old.get(block) != cur[block]:
+            keys = [k for k in cur[block] if old.get(block, {}).get(k) != cur[block][k]]
+            return f"the {block} block changed ({', '.join(f'{block}.{k}' for k in keys)})"
+    keys = [k for k in cur["train"] if k not in HARMLESS and old.get("train", {}).get(k) != cur["train"][k]]
+    if keys:
+        return f"the train block changed ({', '.join(f'train.{k}' for k in keys)})"
+    old_stages = {s["name"]: s for s in old.get("stages", [])}
+    old_trans = {t["dst"]: t for t in old.get("transitions", [])}
+    new_trans = {t["dst"]: t for t in cur["transitions"]}
+    for name in stages:
+        was, now = old_stages.get(name), next(s for s in cur["stages"] if s["name"] == name)
+        if was is None:
+            return f"stage {name} is not in the plan the run started with"
+        diff = [k for k in now if k not in ("line", "cost") and was.get(k) != now[k]]
+        if diff or old_trans.get(name) != new_trans.get(name):
+            what = ", ".join(f"{k} {was.get(k)} -> {now[k]}" for k in diff) or "its growth operators"
+            return f"stage {name} changed ({what})"
+    if current is not None:
+        was, now = old_stages.get(current), next(s for s in cur["stages"] if s["name"] == current)
+        if was is None or was["shape"] != now["shape"] or old_trans.get(current) != new_trans.get(current):
+            return f"stage {current}, which the newest checkpoint is in, changed its shape or growth operators"
+    return None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int | None) -> int:
+    import torch
+
+    from growlang.runtime import checkpoint as ck
+    from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data
+    from growlang.runtime.metrics import MetricsLog, summary_table
+    from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
+
+    dev = resolve_device(device)
+    ckdir = out / "checkpoints"
+    start = None
+    if resume:
+        ck.remove_temporaries(ckdir)
+        start = ck.latest(ckdir)
+        if start is None:
+            print(f"note: no complete checkpoint in {ckdir}; starting from the beginning", file=sys.stderr)
+        else:
+            names = [s.name for s in plan.stages]
+            if start.state["stage"] not in names:
+                raise UserError(f"the checkpoint {start.path.name} is for stage {start.state['stage']}, "
+                                "which this schedule no longer has; choose another --out")
+            i = names.index(start.state["stage"]) + (start.state["kind"] == "stage_end")
+            current = None if start.state["kind"] == "stage_end" else start.state["stage"]
+            old = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else None
+            why = plan_change(old, plan, names[:i], current) if old is not None else None
+            if why:
+                raise UserError(f"cannot resume {out}: {why} since the run started; undo the change, "
+                                "or choose another --out to start afresh")
+            print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
+                  f"{start.state['global_step']})", file=sys.stderr)
+    if dev.type == "cpu" and plan.train.precision != "fp32":
+        print(f"note: precision={plan.train.precision} runs as fp32 on the CPU", file=sys.stderr)
+
+    data = load_data(plan.data, plan.model.vocab, plan.train.seed)
+    if len(data.tokenizer) != plan.model.vocab:
+        raise UserError(f"the tokenizer has {len(data.tokenizer)} tokens but `model {{ vocab={plan.model.vocab} }}`; "
+                        f"set vocab={len(data.tokenizer)}")
+    for s in plan.stages:
+        check_enough(len(data.train_ids), s.batch, s.read_len, plan.data.corpus)
+    micro = plan.train.micro_batch or plan.stages[-1].batch
+    check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
+    stream = TokenStream(data.train_ids, plan.train.seed, data.specials)
+    evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
+                         plan.train.seed, data.specials)
+    _write_json(out / "plan.json", plan.to_dict())
+
+    torch.manual_seed(plan.train.seed)
+    log = MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
+    trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps)
+    try:
+        trainer.train(start)
+    except NonFiniteLoss as e:
+        last = ck.latest(ckdir, warn=lambda m: None)
+        keep = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
+        print(f"error: {e}; stopped, {keep}. Lower the learning rate of stage {e.stage} (its `lr=`), "
+              f"or use precision=fp32, then rerun with --resume to continue from that checkpoint",
+              file=sys.stderr)
+        return EXIT_PROBLEM
+    except (Stopped, KeyboardInterrupt) as e:
+        last = trainer.last_checkpoint or (start.path if start else None)
+        where = f"; the newest checkpoint is {last.name}" if last else ""
+        print(f"interrupted ({e or 'Ctrl-C'}){where}; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        log.close()
+
+    export_leaves(plan, out, data.tokenizer)
+    rows = [trainer.summaries[s.name] for s in plan.stages if s.name in trainer.summaries]
+    table = summary_table(rows)
+    (out / "summary.txt").write_text(table + "\n")
+    print(table)
+    return EXIT_OK
+
+
+def leaves(plan: Plan) -> list[str]:
+    return [s.name for s in plan.stages if not plan.children(s.name)]
+
+
+def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
+    """An HF folder per leaf from its end-of-stage checkpoint: out/final, or out/final/<leaf>."""
+    from growlang.runtime import checkpoint as ck
+    from growlang.runtime.hf import export_hf
+    from growlang.runtime.model import Encoder, EncoderConfig
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars for a one-file model are noise
+    names = leaves(plan)
+    final = out / "final"
+    if final.exists():  # ours, from an earlier attempt of this run
+        shutil.rmtree(final)
+    for name in names:
+        c = ck.find_stage_end(out / "checkpoints", name)
+        if c is None:
+            raise UserError(f"the end-of-stage checkpoint of {name} is missing or corrupted; "
+                            "cannot export it (rerun into another --out)")
+        cfg = EncoderConfig(**c.state["config"])
+        model = Encoder(cfg)
+        model.load_state_dict(c.model_state())
+        export_hf(model.eval(), cfg, final if len(names) == 1 else final / name, tokenizer=tokenizer)

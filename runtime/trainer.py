@@ -1,0 +1,287 @@
+"""The training loop: one small class that owns its state (torchtune recipes, torchtitan's Trainer).
+
+`Trainer.train(start)` runs the plan's stages in topological order. The root starts from a fresh
+model seeded with `train.seed`; every other stage starts from its parent's end-of-stage
+checkpoint (model, optimizer, stream position, RNG), grows it with the transition's operators,
+measures the eval loss just before and after the growth, and rebuilds the optimizer (`on_grow`).
+Each step reads one global batch from the single TokenStream that continues across stages, with
+gradient accumulation over micro batches. Everything a step depends on is in the checkpoint, so
+a resumed run reaches bitwise the same weights on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from growlang.plan import Plan, StagePlan
+from growlang.runtime import checkpoint as ck
+from growlang.runtime.errors import UserError
+from growlang.runtime.lr_schedule import offsets, stage_schedules
+from growlang.runtime.metrics import MetricsLog, Progress, StageSummary, summaries_from_json, summaries_to_json
+from growlang.runtime.model import Encoder, EncoderConfig, param_roles
+from growlang.runtime.operators import carry_optimizer_state, grow
+from growlang.runtime.optim_carry import adam_state_by_name, load_adam_state_by_name
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, stage: str, stage_step: int, global_step: int, loss: float):
+        super().__init__(f"loss is {loss} at step {global_step} (stage {stage}, stage step {stage_step})")
+        self.stage, self.stage_step, self.global_step, self.loss = stage, stage_step, global_step, loss
+
+
+class Stopped(Exception):
+    """Raised after `stop_after_steps` optimizer steps (tests simulate an interruption with it)."""
+
+
+class Trainer:
+    def __init__(self, plan: Plan, out: Path, stream, eval_set: list, device: torch.device,
+                 log: MetricsLog, stop_after_steps: int | None = None):
+        self.plan, self.out, self.stream, self.eval_set = plan, out, stream, eval_set
+        self.device, self.log, self.stop_after_steps = device, log, stop_after_steps
+        self.ckdir = out / "checkpoints"
+        self.schedules = stage_schedules(plan)
+        self.offsets = offsets(plan)
+        self.stream_start = stream.state_dict()  # where every root stage starts reading
+        self.summaries: dict[str, StageSummary] = {}
+        self.steps_this_process = 0
+        self.last_checkpoint: Path | None = None
+        t = plan.train
+        cuda = device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda") if cuda and t.precision == "fp16" else None
+        # per-stage state, set by start_stage
+        self.stage: StagePlan | None = None
+        self.cfg: EncoderConfig | None = None
+        self.model: Encoder | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.stage_step = 0  # steps done in the current stage
+        self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}  # cumulative along the path
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+
+    # ------------------------------------------------------------------------------- setup
+    def build(self, cfg: EncoderConfig, state: dict | None = None) -> None:
+        self.cfg = cfg
+        self.model = Encoder(cfg)
+        if state is not None:
+            self.model.load_state_dict(state)
+        self.model.to(self.device)
+        self.opt = self.make_optimizer(self.model)
+
+    def make_optimizer(self, model: Encoder) -> torch.optim.AdamW:
+        """AdamW with weight decay on weight matrices and embeddings, not on biases or LayerNorm.
+
+        Dispatch on the model's declared structure (`param_roles`: initialised as normal(0.02) =
+        a weight), not on substrings of names.
+        """
+        t = self.plan.train
+        roles = param_roles(model.cfg)
+        named = list(model.named_parameters())
+        decay = [p for n, p in named if roles[n].init == "normal"]
+        no_decay = [p for n, p in named if roles[n].init != "normal"]
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.stage.lr if self.stage else t.lr, betas=(t.beta1, t.beta2),
+                                 eps=t.eps)
+
+    def start_root(self, index: int) -> None:
+        self.stage_index, self.stage = index, self.plan.stages[index]
+        torch.manual_seed(self.plan.train.seed)
+        self.stream.load_state_dict(self.stream_start)
+        self.build(EncoderConfig.from_plan(self.plan.model, self.stage.shape))
+        self.stage_step = 0
+        self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}
+        self.summaries[self.stage.name] = StageSummary(self.stage.name)
+
+    def restore(self, c: ck.Checkpoint, index: int) -> None:
+        """Continue stage `index` from a checkpoint taken inside it (or at its end)."""
+        st = c.state
+        self.stage_index, self.stage = index, self.plan.stages[index]
+        self.build(EncoderConfig(**st["config"]), c.model_state())
+        load_adam_state_by_name(self.opt, self.model, c.optimizer_state())
+        self.restore_common(st)
+        self.stage_step = st["stage_step"]
+        self.summaries.update({s.stage: s for s in summaries_from_json(st["summaries"])})
+
+    def restore_common(self, st: dict) -> None:
+        self.stream.load_state_dict(st["stream"])
+        self.counters = dict(st["counters"])
+        self.last_loss, self.last_eval = st.get("loss"), st.get("eval_loss")
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        ck.set_rng_state(st["rng"])  # last: building models above consumed the global RNG
+
+    def start_child(self, index: int, parent: ck.Checkpoint) -> None:
+        """Grow the parent's end-of-stage model into stage `index` and log what the growth did."""
+        self.stage_index, self.stage = index, self.plan.stages[index]
+        trans = self.plan.transition_into(self.stage.name)
+        old_cfg = EncoderConfig(**parent.state["config"])
+        new_cfg = EncoderConfig.from_plan(self.plan.model, self.stage.shape)
+        old_state = parent.model_state()
+        old_model = Encoder(old_cfg)
+        old_model.load_state_dict(old_state)
+        before = self.evaluate(old_model.to(self.device))
+        gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + index)
+        new_state, maps = grow(old_state, old_cfg, new_cfg, trans.ops, gen)
+        self.build(new_cfg, new_state)
+        after = self.evaluate(self.model)
+        if self.plan.train.on_grow == "carry":
+            load_adam_state_by_name(self.opt, self.model, carry_optimizer_state(parent.optimizer_state(), maps))
+        self.restore_common(parent.state)
+        self.stage_step = 0
+        self.summaries[self.stage.name] = StageSummary(self.stage.name)
+        self.log.write({
+            "kind": "growth", "stage": self.stage.name, "src": trans.src, "step": self.offsets[self.stage.name],
+            "eval_loss_before": before, "eval_loss_after": after, "delta": after - before,
+            "ops": [{"dim": o.dim, "op": o.op, "args": dict(o.args), "preservation": o.preservation,
+                     "defaulted": o.defaulted} for o in trans.ops],
+            "on_grow": self.plan.train.on_grow,
+        })
+
+    # ------------------------------------------------------------------------------- loop
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @torch.no_grad()
+    def evaluate(self, model: Encoder) -> float:
+        was_training = model.training
+        model.eval()
+        total = 0.0
+        for b in self.eval_set:
+            with self.autocast():
+                loss = model.loss(b.input_ids.to(self.device), b.positions.to(self.device),
+                                  b.targets.to(self.device), pool=1)
+            total += float(loss)
+        model.train(was_training)
+        return total / max(1, len(self.eval_set))
+
+    def step(self) -> tuple[float, float]:
+        """One optimizer step on one global batch; returns (loss, lr)."""
+        s, t = self.stage, self.plan.train
+        g = self.offsets[s.name] + self.stage_step  # 0-based global step, seeds the masking
+        lr = self.schedules[s.name].lr(self.stage_step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        batch = self.stream.batch(s.batch, s.read_len, self.plan.data.mask, g)
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        micro = t.micro_batch if 0 < t.micro_batch <= s.batch else s.batch
+        total = torch.zeros((), device=self.device)
+        for i in range(0, s.batch, micro):
+            ids, pos, tgt = (x[i:i + micro].to(self.device) for x in (batch.input_ids, batch.positions, batch.targets))
+            with self.autocast():
+                loss = self.model.loss(ids, pos, tgt, pool=s.pool) * (ids.shape[0] / s.batch)
+            total += loss.detach()
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+        value = float(total)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(s.name, self.stage_step + 1, g + 1, value)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        return value, lr
+
+    def train_stage(self) -> None:
+        s, t = self.stage, self.plan.train
+        summary = self.summaries[s.name]
+        progress = Progress(s.name, s.steps, self.stage_step, t.log_every)
+        window_t, window_tokens = 0.0, 0
+        try:
+            while self.stage_step < s.steps:
+                t0 = time.perf_counter()
+                loss, lr = self.step()
+                self.stage_step += 1
+                g = self.offsets[s.name] + self.stage_step  # steps done, global
+                tokens = s.batch * s.read_len
+                self.counters["tokens"] += tokens
+                self.counters["flops"] += s.cost.flops_per_seq * s.batch
+                summary.steps, summary.tokens = self.stage_step, summary.tokens + tokens
+                summary.flops += s.cost.flops_per_seq * s.batch
+                summary.loss = self.last_loss = loss
+                end = self.stage_step == s.steps
+                eval_loss = None
+                if end or (t.eval_every > 0 and g % t.eval_every == 0):
+                    eval_loss = self.last_eval = self.evaluate(self.model)
+                    if end:
+                        summary.eval_loss = eval_loss
+                dt = time.perf_counter() - t0
+                self.counters["time"] += dt
+                summary.time += dt
+                window_t, window_tokens = window_t + dt, window_tokens + tokens
+                if end or eval_loss is not None or g % max(1, t.log_every) == 0:
+                    rec = {"kind": "train", "step": g, "stage": s.name, "stage_step": self.stage_step,
+                           "loss": loss, "lr": lr, "tokens": self.counters["tokens"],
+                           "flops": self.counters["flops"], "tokens_per_s": window_tokens / max(window_t, 1e-9),
+                           "time": self.counters["time"]}
+                    if eval_loss is not None:
+                        rec["eval_loss"] = eval_loss
+                    self.log.write(rec)
+                    window_t, window_tokens = 0.0, 0
+                progress.update(self.stage_step, loss, lr, eval_loss)
+                if end:
+                    self.save("stage_end")
+                elif t.checkpoint_every > 0 and g % t.checkpoint_every == 0:
+                    self.save("periodic")
+                self.steps_this_process += 1
+                if self.stop_after_steps is not None and self.steps_this_process >= self.stop_after_steps:
+                    raise Stopped(f"stopped after {self.steps_this_process} steps")
+        finally:
+            progress.close()
+
+    # ------------------------------------------------------------------------------- save
+    def save(self, kind: str) -> Path:
+        s = self.stage
+        g = self.offsets[s.name] + self.stage_step
+        state = {
+            "format": 1, "kind": kind, "plan": self.plan.name, "config": dataclasses.asdict(self.cfg),
+            "stage": s.name, "stage_index": self.stage_index, "stage_step": self.stage_step, "global_step": g,
+            "stream": self.stream.state_dict(), "rng": ck.rng_state(),
+            "lr_position": {"stage_step": self.stage_step, "lr": self.schedules[s.name].lr(max(0, self.stage_step - 1))},
+            "counters": self.counters, "loss": self.last_loss, "eval_loss": self.last_eval,
+            "summaries": summaries_to_json(list(self.summaries.values())),
+            "metrics_bytes": self.log.size(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+        model_state = {k: v for k, v in self.model.state_dict().items()}
+        path = ck.save(self.ckdir, f"{s.name}-{g}", model_state, adam_state_by_name(self.opt, self.model), state)
+        ck.prune(self.ckdir, keep=path)
+        self.last_checkpoint = path
+        return path
+
+    # ------------------------------------------------------------------------------- driver
+    def train(self, resume: ck.Checkpoint | None = None) -> None:
+        """Run every stage not finished in `resume` (None: from the beginning)."""
+        first = 0
+        if resume is not None:
+            index = resume.state["stage_index"]
+            self.summaries.update({s.stage: s for s in summaries_from_json(resume.state["summaries"])})
+            if resume.state["kind"] == "stage_end":
+                first = index + 1
+            else:
+                self.restore(resume, index)
+                self.train_stage()
+                first = index + 1
+        for index in range(first, len(self.plan.stages)):
+            stage = self.plan.stages[index]
+            if stage.parent is None:
+                self.start_root(index)
+            else:
+                parent = ck.find_stage_end(self.ckdir, stage.parent)
+                if parent is None:
+                    raise UserError(f"the end-of-stage checkpoint of {stage.parent} (the parent of {stage.name}) "
+                                    "is missing or corrupted; rerun into another --out")
+                self.start_child(index, parent)
+            self.train_stage()
