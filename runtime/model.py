@@ -1,0 +1,288 @@
+"""BERT-style masked-LM encoder, in one file (nanoGPT style).
+
+Two families:
+- `bert`: post-LN, weight-compatible with transformers' BertForMaskedLM (runtime/hf.py maps names).
+- `bert-preln`: pre-LN layers plus a final LayerNorm, weight-compatible with
+  RobertaPreLayerNormForMaskedLM.
+
+Besides the modules, this file declares the *structure* the growth operators dispatch on
+(`param_roles`): for every parameter, what each axis indexes (hidden units it writes or reads,
+heads, FFN units, vocabulary), how it is initialised, which layer it belongs to, and whether it
+closes a residual branch. Operators never look at substrings of parameter names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from growlang.plan import ModelSpec, Shape
+
+FAMILIES = ("bert", "bert-preln")
+
+
+@dataclass
+class EncoderConfig:
+    family: str  # "bert" (post-LN) | "bert-preln" (pre-LN + final LayerNorm)
+    vocab: int
+    width: int  # d
+    depth: int  # L
+    heads: int  # h, head_dim = d / h
+    ffn: int  # f
+    max_len: int  # rows of the position table
+    type_vocab: int = 2
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r} (expected one of {', '.join(FAMILIES)})")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @classmethod
+    def from_plan(cls, model: ModelSpec, shape: Shape) -> "EncoderConfig":
+        return cls(family=model.family, vocab=model.vocab, width=shape.width, depth=shape.depth,
+                   heads=shape.heads, ffn=shape.ffn, max_len=model.max_len, type_vocab=model.type_vocab,
+                   dropout=model.dropout, layer_norm_eps=model.layer_norm_eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure declaration for the growth operators (runtime/operators/).
+#
+# Axis tags:
+#   "d"       hidden units, written: copied along the unit map (embeddings, output rows, LN)
+#   "d_in"    hidden units, read: gathered by the unit map and divided by the copy count
+#   "d_tied"  hidden units written into the tied decoder: copied and divided by the copy count
+#   "head"    attention output units, moved whole heads at a time (Q, K, V rows)
+#   "head_in" attention output units, read: gathered by heads, divided by the head copy count
+#   "f"       FFN inner units, written (FFN input rows)
+#   "f_in"    FFN inner units, read (FFN output columns): gathered, divided by the copy count
+#   None      untouched by growth (vocabulary, positions, token types)
+
+
+class Role(NamedTuple):
+    axes: tuple[str | None, ...]
+    init: str  # "normal" (std 0.02) | "ones" | "zeros"
+    layer: int | None = None  # transformer layer index, None for embeddings / head
+    branch_out: bool = False  # closes a residual branch (zeroed by `depth by zero`)
+
+
+def layer_roles(i: int) -> dict[str, Role]:
+    p = f"layers.{i}."
+    return {
+        p + "attn.q.weight": Role(("head", "d_in"), "normal", i),
+        p + "attn.q.bias": Role(("head",), "zeros", i),
+        p + "attn.k.weight": Role(("head", "d_in"), "normal", i),
+        p + "attn.k.bias": Role(("head",), "zeros", i),
+        p + "attn.v.weight": Role(("head", "d_in"), "normal", i),
+        p + "attn.v.bias": Role(("head",), "zeros", i),
+        p + "attn.o.weight": Role(("d", "head_in"), "normal", i, branch_out=True),
+        p + "attn.o.bias": Role(("d",), "zeros", i, branch_out=True),
+        p + "attn_ln.weight": Role(("d",), "ones", i),
+        p + "attn_ln.bias": Role(("d",), "zeros", i),
+        p + "ffn.up.weight": Role(("f", "d_in"), "normal", i),
+        p + "ffn.up.bias": Role(("f",), "zeros", i),
+        p + "ffn.down.weight": Role(("d", "f_in"), "normal", i, branch_out=True),
+        p + "ffn.down.bias": Role(("d",), "zeros", i, branch_out=True),
+        p + "ffn_ln.weight": Role(("d",), "ones", i),
+        p + "ffn_ln.bias": Role(("d",), "zeros", i),
+    }
+
+
+def param_roles(cfg: EncoderConfig) -> dict[str, Role]:
+    """Every parameter of `Encoder(cfg)` by name, with its structural role."""
+    roles = {
+        "emb.word.weight": Role((None, "d"), "normal"),
+        "emb.pos.weight": Role((None, "d"), "normal"),
+        "emb.types.weight": Role((None, "d"), "normal"),
+        "emb.ln.weight": Role(("d",), "ones"),
+        "emb.ln.bias": Role(("d",), "zeros"),
+    }
+    for i in range(cfg.depth):
+        roles.update(layer_roles(i))
+    if cfg.family == "bert-preln":
+        roles["final_ln.weight"] = Role(("d",), "ones")
+        roles["final_ln.bias"] = Role(("d",), "zeros")
+    roles.update({
+        "head.dense.weight": Role(("d", "d_in"), "normal"),
+        "head.dense.bias": Role(("d",), "zeros"),
+        # the head LayerNorm feeds the tied decoder (logits = h . E^T), E copied not divided
+        "head.ln.weight": Role(("d_tied",), "ones"),
+        "head.ln.bias": Role(("d_tied",), "zeros"),
+        "head.bias": Role((None,), "zeros"),
+    })
+    return roles
+
+
+def init_tensor(role: Role, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """HF BERT initialisation: normal(0, 0.02) weights, LayerNorm ones/zeros, zero biases."""
+    if role.init == "ones":
+        return torch.ones(shape)
+    if role.init == "zeros":
+        return torch.zeros(shape)
+    return torch.empty(shape).normal_(0.0, 0.02, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network, top-down.
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.depth))
+        self.final_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if cfg.family == "bert-preln" else None
+        self.head = MLMHead(cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        roles = param_roles(self.cfg)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(init_tensor(roles[name], tuple(p.shape), generator))
+
+    def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
+                pool: int = 1) -> torch.Tensor:
+        if pool > 1 and masked_positions is None:
+            raise ValueError("pool > 1 needs masked_positions (the pooled stage predicts masked tokens only)")
+        x = self.emb(input_ids, masked_positions, pool)  # (B, T_enc, d)
+        for layer in self.layers:
+            x = layer(x)  # (B, T_enc, d)
+        if self.final_ln is not None:
+            x = self.final_ln(x)
+        if masked_positions is None:
+            return self.head(x, self.emb.word.weight)  # (B, T, V)
+        P = masked_positions.shape[1]
+        if pool > 1:
+            h = x[:, -P:]  # the masked tokens were appended unpooled at the end  (B, P, d)
+        else:
+            idx = masked_positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+            h = torch.gather(x, 1, idx)  # (B, P, d)
+        return self.head(h, self.emb.word.weight)  # (B, P, V)
+
+    def loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
+             pool: int = 1) -> torch.Tensor:
+        logits = self(input_ids, positions, pool)  # (B, P, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab, cfg.width)
+        self.pos = nn.Embedding(cfg.max_len, cfg.width)
+        self.types = nn.Embedding(cfg.type_vocab, cfg.width)
+        self.ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None, pool: int) -> torch.Tensor:
+        B, T = input_ids.shape
+        if T > self.pos.num_embeddings:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.pos.num_embeddings}")
+        pos = torch.arange(T, device=input_ids.device)
+        # token type ids are all 0: sequences are packed, no segment pairs
+        e = self.word(input_ids) + self.pos(pos) + self.types.weight[0]  # (B, T, d)
+        if pool > 1:
+            e = pool_embeddings(e, masked_positions, pool)  # (B, 1 + ceil((T-1)/k) + P, d)
+        return self.drop(self.ln(e))
+
+
+def pool_embeddings(e: torch.Tensor, masked_positions: torch.Tensor, k: int) -> torch.Tensor:
+    """CompoundGrow's embedding pooling (Gu et al. 2021; operators.md, len by pool).
+
+    [CLS] stays first; the unmasked embeddings of positions 1..T-1 are averaged in consecutive
+    groups of k (masked ones left out of the mean, an all-masked group gives zeros); the masked
+    positions' embeddings are appended unpooled. Plain sums, no matmul, so the FLOP count is the
+    encoder's alone.
+    """
+    B, T, d = e.shape
+    P = masked_positions.shape[1]
+    G = math.ceil((T - 1) / k)
+    keep = torch.ones(B, T, dtype=e.dtype, device=e.device)
+    keep.scatter_(1, masked_positions, 0.0)
+    body, keep = e[:, 1:], keep[:, 1:, None]  # (B, T-1, d), (B, T-1, 1)
+    pad = G * k - (T - 1)
+    body = F.pad(body, (0, 0, 0, pad)).view(B, G, k, d)
+    keep = F.pad(keep, (0, 0, 0, pad)).view(B, G, k, 1)
+    pooled = (body * keep).sum(2) / keep.sum(2).clamp(min=1.0)  # (B, G, d)
+    masked = torch.gather(e, 1, masked_positions.unsqueeze(-1).expand(B, P, d))  # (B, P, d)
+    return torch.cat([e[:, :1], pooled, masked], dim=1)
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.preln = cfg.family == "bert-preln"
+        self.attn = Attention(cfg)
+        self.attn_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.ffn = FFN(cfg)
+        self.ffn_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        if self.preln:
+            x = x + self.attn(self.attn_ln(x))
+            return x + self.ffn(self.ffn_ln(x))
+        x = self.attn_ln(x + self.attn(x))
+        return self.ffn_ln(x + self.ffn(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.q = nn.Linear(cfg.width, cfg.width)
+        self.k = nn.Linear(cfg.width, cfg.width)
+        self.v = nn.Linear(cfg.width, cfg.width)
+        self.o = nn.Linear(cfg.width, cfg.width)
+        self.p = cfg.dropout
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        h = self.heads
+
+        def split(t):  # (B, T, d) -> (B, h, T, d/h)
+            return t.view(B, T, h, d // h).transpose(1, 2)
+
+        # no mask: packed sequences have no padding
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
+                                           dropout_p=self.p if self.training else 0.0)  # (B, h, T, d/h)
+        y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
+        return self.drop(self.o(y))
+
+
+class FFN(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.width, cfg.ffn)
+        self.down = nn.Linear(cfg.ffn, cfg.width)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        return self.drop(self.down(F.gelu(self.up(x))))  # exact erf GELU, HF's "gelu"
+
+
+class MLMHead(nn.Module):
+    """dense d->d, GELU, LayerNorm, then the decoder tied to the word embeddings, plus a bias."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.width, cfg.width)
+        self.ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab))
+
+    def forward(self, h: torch.Tensor, word: torch.Tensor) -> torch.Tensor:  # (B, P, d) -> (B, P, V)
+        h = self.ln(F.gelu(self.dense(h)))
+        return F.linear(h, word, self.bias)
