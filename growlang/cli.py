@@ -23,16 +23,39 @@ def _display(path: str) -> str:
     return str(path)
 
 
-def _compile(path: str):
-    """(Compiled, source text) or an exit-2 message for an unreadable file."""
+def decode_source(data: bytes, path: str) -> tuple[str | None, str | None]:
+    """(text, None), or (None, an exit-2 message naming the first byte that is not UTF-8)."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, (f"growlang: cannot read {path}: byte 0x{data[exc.start]:02x} at line {line}, column {col} "
+                      f"is not UTF-8 ({exc.reason}); a .grow file is UTF-8 text")
+
+
+def check_source(data: bytes, path: str):
+    """What `check` does with one file's bytes: (exit code, Compiled or None, text or None, exit-2
+    message or None). scripts/fuzz_frontend.py calls exactly this."""
     from growlang.compiler import compile_text
 
+    text, problem = decode_source(data, path)
+    if problem:
+        return EXIT_USAGE, None, None, problem
+    compiled = compile_text(text, Path(path))
+    return (EXIT_OK if compiled.ok else EXIT_PROBLEMS), compiled, text, None
+
+
+def _compile(path: str):
+    """(Compiled, source text) or an exit-2 message for an unreadable file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return None, f"growlang: cannot read {path}: {reason}"
-    return (compile_text(text, Path(path)), text), None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"growlang: cannot read {path}: {exc.strerror or exc}"
+    _, compiled, text, problem = check_source(data, path)
+    if problem:
+        return None, problem
+    return (compiled, text), None
 
 
 def cmd_check(args) -> int:
@@ -105,6 +128,11 @@ def cmd_run(args) -> int:
     from growlang.runtime.run import run_plan  # lazy: torch
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    if args.nproc != 1 and "WORLD_SIZE" not in __import__("os").environ:  # under torchrun: already a rank
+        from growlang.runtime.distributed import launch  # N ranks of this command (docs/distributed.md)
+
+        return launch(args.nproc, ["run", args.file, "--out", str(out), "--device", args.device]
+                      + (["--resume"] if args.resume else []), plan=compiled.plan)
     return run_plan(compiled.plan, out=out, resume=args.resume, device=args.device)
 
 

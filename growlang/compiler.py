@@ -38,65 +38,76 @@ def compile_text(text: str, path: str | Path = "<schedule>.grow") -> Compiled:
         return Compiled(None, tuple(exc.diagnostics))
     from growlang.schema import validate_schedule
 
-    schedule, problems = validate_schedule(syntax)
+    # Every layer runs even when an earlier one found errors; each check skips only the parts it
+    # depends on that failed (a broken stage, a broken model block, an unsure parent edge).
+    parts, problems = validate_schedule(syntax)
     found += problems
-    graph_problems = []
-    graph = build_graph(syntax, graph_problems)
-    found += graph_problems
-    if schedule is None or graph_problems or any(d.is_error for d in found):
-        return Compiled(None, tuple(found))
+    graph = build_graph(syntax, found)
     from growlang.plan_builder import build_plan
 
-    plan, problems = build_plan(syntax, schedule, graph, path)
+    plan, problems = build_plan(syntax, parts, graph, path, complete=not any(d.is_error for d in found))
     found += problems
     ok = not any(d.is_error for d in found)
     return Compiled(plan if ok else None, tuple(found))
 
 
 def build_graph(syntax: ScheduleSyntax, found: list[Diagnostic]):
-    """Stages as nodes in file order; edge parent -> child (default parent: the stage before)."""
+    """Stages as nodes in file order; edge parent -> child (default parent: the stage before).
+
+    `graph.graph["unsure"]` names the stages whose parent edge is unknown (an unknown or duplicated
+    parent name): checks that need the parent skip them and their descendants.
+    `graph.graph["acyclic"]` is False when the stages grow in a cycle.
+    """
     import networkx as nx
 
-    graph = nx.DiGraph()
+    graph = nx.DiGraph(unsure=set(), acyclic=True)
+    unsure = graph.graph["unsure"]
     if not syntax.stages:
         found.append(error("E305", "the schedule has no stages", Span.whole_file(),
                            "add one: `stage 1: depth=2 width=256 len=128 steps=1k`"))
         return graph
     previous = None
+    duplicated = set()
     for index, stage in enumerate(syntax.stages):
         if stage.name in graph:
             first = graph.nodes[stage.name]["syntax"]
             found.append(error("E301", f"stage `{stage.name}` is defined twice", stage.name_span,
                                f"first defined at line {first.name_span.line}; rename one"))
+            duplicated.add(stage.name)
             continue
         graph.add_node(stage.name, syntax=stage, index=index)
         previous_name, previous = previous, stage.name
         if stage.parent is None and previous_name is not None:
             graph.add_edge(previous_name, stage.name)
     for stage in syntax.stages:
-        if stage.parent is None or graph.nodes.get(stage.name, {}).get("syntax") is not stage:
+        if graph.nodes.get(stage.name, {}).get("syntax") is not stage:
+            continue
+        if stage.parent is None:
             continue
         if stage.parent not in graph:
             found.append(error("E302", f"stage `{stage.name}` grows from unknown stage `{stage.parent}`",
                                stage.parent_span, did_you_mean(stage.parent, graph.nodes)))
+            unsure.add(stage.name)
         elif stage.parent == stage.name:
             found.append(error("E303", f"stage `{stage.name}` grows from itself", stage.parent_span))
+            unsure.add(stage.name)
         else:
             graph.add_edge(stage.parent, stage.name)
-    if found:
-        return graph
+    # A child of a name defined twice may have meant either definition.
+    unsure.update(child for name in duplicated for child in graph.successors(name))
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
+        graph.graph["acyclic"] = False
         names = [u for u, _ in cycle]
         at = min(names, key=lambda n: graph.nodes[n]["index"])
         stage = graph.nodes[at]["syntax"]
         found.append(error("E303", "stages grow in a cycle: " + " -> ".join(f"`{n}`" for n in names + [names[0]]),
                            stage.parent_span or stage.name_span, "every stage must descend from the first one"))
         return graph
-    roots = [n for n in graph if graph.in_degree(n) == 0]
+    roots = [n for n in graph if graph.in_degree(n) == 0 and n not in unsure]
     for extra in roots[1:]:
         found.append(error("E304", f"stage `{extra}` is a second root (first root: `{roots[0]}`)",
                            graph.nodes[extra]["syntax"].name_span, "give it a parent with `from NAME`"))

@@ -46,6 +46,7 @@ CODES = {
     "E406": "children of one stage disagree on `len by pool`",
     "E407": "dimension named twice in one growth clause",
     "E408": "head_dim changes across a transition",
+    "W409": "grow clause on a stage with no child, or via clause on a stage with no parent: no effect",
 }
 
 
@@ -76,21 +77,37 @@ class Diagnostic:
         return self.severity == ERROR
 
 
+def short(text: str, limit: int = 40) -> str:
+    """A user's word as a message quotes it: a long one (a fuzzed 100k-character key) is elided."""
+    return text if len(text) <= limit else text[:limit - 12] + "..." + text[-9:]
+
+
+def _quote_short(text: str) -> str:
+    """Elide every long `quoted` word of a message (odd pieces between backticks are quoted)."""
+    if len(text) <= 80:
+        return text
+    pieces = text.split("`")  # 80: longer than any example a hint quotes
+    return "`".join(short(p, 80) if i % 2 and i < len(pieces) - 1 else p for i, p in enumerate(pieces))
+
+
 def error(code: str, message: str, span: Span, hint: str = "") -> Diagnostic:
-    return Diagnostic(code, ERROR, message, span, hint)
+    return Diagnostic(code, ERROR, _quote_short(message), span, _quote_short(hint))
 
 
 def warning(code: str, message: str, span: Span, hint: str = "") -> Diagnostic:
-    return Diagnostic(code, WARNING, message, span, hint)
+    return Diagnostic(code, WARNING, _quote_short(message), span, _quote_short(hint))
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """'did you mean `len`?' for the closest choice (difflib), else the list of choices."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`?"
-    return "expected one of " + ", ".join(f"`{c}`" for c in choices)
+    if len(word) <= 64:  # difflib is quadratic in length; a fuzzed 1 MB name matches nothing anyway
+        near = choices if len(choices) <= 500 else sorted(choices, key=lambda c: abs(len(c) - len(word)))[:500]
+        close = difflib.get_close_matches(word, near, n=1, cutoff=0.6)
+        if close:
+            return f"did you mean `{close[0]}`?"
+    shown = ", ".join(f"`{c}`" for c in choices[:12])
+    return "expected one of " + shown + (f" (and {len(choices) - 12} more)" if len(choices) > 12 else "")
 
 
 class Problems(Exception):
@@ -105,21 +122,44 @@ def sort_key(d: Diagnostic) -> tuple:
     return (d.span.line, d.span.col, d.code)
 
 
+def source_lines(source: str) -> list[str]:
+    """Lines as spans count them: split at "\n" only (Lark's line counting), so U+2028, form feeds
+    and other characters `str.splitlines` breaks at stay inside their line; a "\r" before the
+    "\n" is not shown."""
+    return [line.removesuffix("\r") for line in source.split("\n")]
+
+
+SHOWN = 200  # characters of a long source line shown around the caret
+
+
+def _window(line: str, col: int, width: int) -> tuple[str, int, int]:
+    """(text to show, caret column, caret width): a long line is cut to SHOWN characters around
+    the caret, marked with `...`, so a 100k-character line is not printed once per diagnostic."""
+    if len(line) <= SHOWN:
+        return line.expandtabs(1), col, width
+    start = max(0, min(col - 1 - SHOWN // 3, len(line) - SHOWN))
+    text = line[start:start + SHOWN].expandtabs(1)
+    lead = "..." if start else ""
+    tail = "..." if start + SHOWN < len(line) else ""
+    col = col - start + len(lead)
+    return lead + text + tail, col, max(1, min(width, len(lead) + len(text) + 1 - col))
+
+
 def render_text(diagnostics: list[Diagnostic], source: str, display_path: str) -> str:
     """ruff-style text for the diagnostics of one file (no trailing count)."""
-    lines = source.splitlines()
+    lines = source_lines(source)
     out = []
     for d in sorted(diagnostics, key=sort_key):
         out.append(f"{d.severity}[{d.code}]: {d.message}")
         out.append(f" --> {display_path}:{d.span.line}:{d.span.col}")
         if 1 <= d.span.line <= len(lines):
-            text = lines[d.span.line - 1].expandtabs(1)
+            line = lines[d.span.line - 1]
+            end = d.span.end_col if d.span.end_line == d.span.line else len(line) + 1
+            text, col, width = _window(line, d.span.col, max(1, end - d.span.col))
             gutter = " " * len(str(d.span.line))
-            end = d.span.end_col if d.span.end_line == d.span.line else len(text) + 1
-            width = max(1, end - d.span.col)
             out.append(f"{gutter} |")
             out.append(f"{d.span.line} | {text}")
-            out.append(f"{gutter} | {' ' * (d.span.col - 1)}{'^' * width}")
+            out.append(f"{gutter} | {' ' * (col - 1)}{'^' * width}")
         if d.hint:
             out.append(f"  = help: {d.hint}")
         out.append("")

@@ -42,7 +42,8 @@ def assemble(path: Path, model, data, t, schedule, stage_blocks, order, parents,
                                      mask=data.mask, precision=t.precision)
         stages[name] = StagePlan(name, parents[name], shapes[name], steps, batch, block.lr or t.lr, read_len, pool,
                                  cost.predicted, cost, st.name_span.line)
-    leaves = [n for n in order if not any(parents[c] == n for c in order)]
+    has_child = {parents[n] for n in order}
+    leaves = [n for n in order if n not in has_child]
     paths = []
     for leaf in leaves:
         chain = [leaf]

@@ -46,8 +46,9 @@ def check_table(plan: Plan, display: str) -> str:
     lines += _table(rows, set(range(2, 15)) - {7})
     if plan.transitions:
         lines += ["", "  transitions (preservation: exact / approximate / none)"]
+        shapes = {s.name: s.shape for s in plan.stages}  # Plan.stage() is a scan: keep this linear
         for tr in plan.transitions:
-            src, dst = plan.stage(tr.src).shape, plan.stage(tr.dst).shape
+            src, dst = shapes[tr.src], shapes[tr.dst]
             parts = [f"{o.dim} {getattr(src, o.dim)}->{getattr(dst, o.dim)} by {o.op}"
                      + (f"({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in o.args)})" if o.args else "")
                      + f" [{o.preservation}]" + (" (default)" if o.defaulted else "") for o in tr.ops]
@@ -61,9 +62,9 @@ def check_table(plan: Plan, display: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _label(plan: Plan, name: str) -> str:
-    s = plan.stage(name).shape
-    return f"{name}: L{s.depth} d{s.width} f{s.ffn} T{s.len}"
+def _label(stage) -> str:
+    s = stage.shape
+    return f"{stage.name}: L{s.depth} d{s.width} f{s.ffn} T{s.len}"
 
 
 def _edge(tr) -> str:
@@ -72,13 +73,13 @@ def _edge(tr) -> str:
 
 def mermaid(plan: Plan) -> str:
     ids = {s.name: f"s{i}" for i, s in enumerate(plan.stages)}
-    lines = ["graph LR"] + [f'  {ids[s.name]}["{_label(plan, s.name)}"]' for s in plan.stages]
+    lines = ["graph LR"] + [f'  {ids[s.name]}["{_label(s)}"]' for s in plan.stages]
     lines += [f'  {ids[t.src]} -->|"{_edge(t)}"| {ids[t.dst]}' for t in plan.transitions]
     return "\n".join(lines) + "\n"
 
 
 def dot(plan: Plan) -> str:
     lines = [f'digraph "{plan.name}" {{', "  rankdir=LR;", "  node [shape=box];"]
-    lines += [f'  "{s.name}" [label="{_label(plan, s.name)}"];' for s in plan.stages]
+    lines += [f'  "{s.name}" [label="{_label(s)}"];' for s in plan.stages]
     lines += [f'  "{t.src}" -> "{t.dst}" [label="{_edge(t)}"];' for t in plan.transitions]
     return "\n".join(lines + ["}"]) + "\n"

@@ -7,18 +7,22 @@ lists; `fields_set` tells the compiler which were used so `check` can print them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from growlang.diagnostics import Diagnostic, Span, did_you_mean, error
-from growlang.syntax import Block, Call, Multiple, ScheduleSyntax, Setting, StageSyntax, Value
+from growlang.syntax import _short, Block, Call, Multiple, ScheduleSyntax, Setting, StageSyntax, Value
 
 FAMILIES = ("bert", "bert-preln")
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, arbitrary_types_allowed=True)
+    # defer_build: a model's validator is built on its first use, not at import, so the abstract
+    # base and `Schedule` (made with model_construct from parts already validated) never pay for one.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, arbitrary_types_allowed=True,
+                              defer_build=True)
 
 
 class ModelBlock(_Frozen):
@@ -145,7 +149,7 @@ def _diagnostic(err: dict, cls: type[BaseModel], settings: dict[str, Setting], w
     if kind == "extra_forbidden":
         return error("E101", f"unknown key `{key}` in {where}", setting.key_span,
                      did_you_mean(key, cls.model_fields))
-    shown = setting.value.text if setting else ""
+    shown = _short(setting.value.text) if setting else ""
     if kind == "literal_error":
         choices = [c.strip(" '") for c in ctx.get("expected", "").replace(" or ", ",").split(",") if c.strip(" '")]
         if key == "family":
@@ -195,7 +199,25 @@ def validate_part(cls: type[BaseModel], settings: tuple[Setting, ...], where: st
     return (None if found else model), found
 
 
-def validate_schedule(syntax: ScheduleSyntax) -> tuple[Schedule | None, list[Diagnostic]]:
+@dataclass(frozen=True)
+class Parts:
+    """Each block and stage validated on its own (None where that part has errors), so the
+    compiler can still check everything that does not depend on a broken part (language.md: all
+    semantic errors of a file are reported together)."""
+
+    model: ModelBlock | None
+    data: DataBlock | None
+    train: TrainBlock | None
+    stages: tuple[StageBlock | None, ...]  # in file order, like ScheduleSyntax.stages
+
+    def schedule(self) -> Schedule | None:
+        """The whole validated `Schedule`, or None when any part failed."""
+        if any(p is None for p in (self.model, self.data, self.train, *self.stages)):
+            return None
+        return Schedule.model_construct(model=self.model, data=self.data, train=self.train, stages=self.stages)
+
+
+def validate_schedule(syntax: ScheduleSyntax) -> tuple[Parts, list[Diagnostic]]:
     found: list[Diagnostic] = []
     parts: dict[str, BaseModel | None] = {}
     seen: dict[str, Block] = {}
@@ -206,23 +228,21 @@ def validate_schedule(syntax: ScheduleSyntax) -> tuple[Schedule | None, list[Dia
             continue
         seen[block.kind] = block
         cls = {"model": ModelBlock, "data": DataBlock, "train": TrainBlock}[block.kind]
-        extra = {"family": block.family} if block.kind == "model" else None
         settings = block.settings
         if block.kind == "model":
-            settings = settings + (Setting("family", block.family_span, Value("word", block.family, block.family, block.family_span)),)
-            extra = None
-        parts[block.kind], problems = validate_part(cls, settings, _where(block.kind), block.span, extra)
+            family = Value("word", block.family, block.family, block.family_span)
+            settings = settings + (Setting("family", block.family_span, family),)
+        parts[block.kind], problems = validate_part(cls, settings, _where(block.kind), block.span)
         found += problems
     for kind, cls in (("model", ModelBlock), ("data", DataBlock), ("train", TrainBlock)):
-        parts.setdefault(kind, cls())
+        if kind not in parts:
+            parts[kind] = cls()
     stages = []
     for stage in syntax.stages:
         validated, problems = validate_part(StageBlock, stage.settings, _where("stage", stage.name), stage.name_span)
         found += problems
         stages.append(validated)
-    if any(p is None for p in parts.values()) or any(s is None for s in stages):
-        return None, found
-    return Schedule(model=parts["model"], data=parts["data"], train=parts["train"], stages=tuple(stages)), found
+    return Parts(parts["model"], parts["data"], parts["train"], tuple(stages)), found
 
 
 def stage_settings(stage: StageSyntax) -> dict[str, Setting]:

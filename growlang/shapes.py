@@ -13,14 +13,14 @@ from growlang.syntax import Multiple, StageSyntax
 INHERITED = ("depth", "width", "len")
 
 
-def written_ffn(name: str, stages: dict, parents: dict):
-    """The ffn expression in force for a stage: its own, the nearest ancestor's, or None."""
-    while name is not None:
-        ffn = stages[name][1].ffn
-        if ffn is not None:
-            return ffn, name
-        name = parents.get(name)
-    return None, None
+def written_ffn(syntax: StageSyntax, block: StageBlock | None, parent_ffn: tuple, unsure: bool) -> tuple:
+    """The ffn expression in force for a stage, as (expression or None for the model's default,
+    known?): its own `ffn`, else its parent's (`parent_ffn`, computed first in topological order).
+    Unknown when the stage writes `ffn` but failed validation, or does not write it and its
+    parent edge is unsure."""
+    if syntax.setting("ffn") is not None:
+        return (block.ffn, True) if block is not None else (None, False)
+    return (None, False) if unsure else parent_ffn
 
 
 def resolve_shape(name: str, syntax: StageSyntax, block: StageBlock, parent: Shape | None,

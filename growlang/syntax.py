@@ -8,12 +8,13 @@ the user's words (language.md: "expected '=' after 'width'", never `EQUAL` or `$
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import math
 import re
 from dataclasses import dataclass
 from typing import Union
 
 from growlang.diagnostics import Diagnostic, Problems, Span, error
+from growlang.diagnostics import short as _short
 
 # Number suffixes (language.md): k, M, B scale; `x` means "times the stage width" (ffn only).
 SCALE = {"": 1, "k": 10**3, "M": 10**6, "B": 10**9}
@@ -107,7 +108,7 @@ def span_of(item) -> Span:
 def parse_number(text: str, span: Span) -> tuple[Value, Diagnostic | None]:
     m = _NUMBER.match(text)
     if not m:
-        return Value("bad", None, text, span), error("E003", f"`{text}` is not a number", span,
+        return Value("bad", None, text, span), error("E003", f"`{_short(text)}` is not a number", span,
                                                      "numbers look like 512, 100k, 2.5M, 1e-4 or 4x")
     sign, mantissa, suffix = m.group(1), m.group(2), m.group(3) or ""
     if suffix == "x":
@@ -118,8 +119,10 @@ def parse_number(text: str, span: Span) -> tuple[Value, Diagnostic | None]:
             hint = f"did you mean `{sign}{mantissa}{suffix.upper()}`? ({'million' if suffix == 'm' else 'billion'}; a lowercase `{suffix}` is not a suffix)"
         elif suffix == "K":
             hint = f"did you mean `{sign}{mantissa}k`? (thousand)"
-        return Value("bad", None, text, span), error("E003", f"unknown number suffix `{suffix}` in `{text}`", span, hint)
+        return Value("bad", None, text, span), error("E003", f"unknown number suffix `{_short(suffix)}` in `{_short(text)}`", span, hint)
     exact = float(sign + mantissa) * SCALE[suffix]
+    if not math.isfinite(exact):  # `1e400`, or a few hundred digits: no float holds it
+        return Value("bad", None, text, span), error("E003", f"`{_short(text)}` is too large to be a number", span)
     plain_int = re.fullmatch(r"\d+", mantissa) is not None
     if (plain_int or suffix) and exact.is_integer() and abs(exact) < 1e18:
         number: int | float = int(sign + mantissa) * SCALE[suffix] if plain_int else int(exact)
@@ -130,10 +133,17 @@ def parse_number(text: str, span: Span) -> tuple[Value, Diagnostic | None]:
 
 @functools.lru_cache(maxsize=1)
 def _parser():
+    """The LALR parser of grammar/grow.lark, loaded from the tables shipped in growlang/_grow_tables.py
+    (growlang/parser_build.py) when they match this grammar and this Lark, else compiled."""
     import lark  # lazy: `growlang --help` need not load it
 
-    grammar = importlib.resources.files("growlang.grammar").joinpath("grow.lark").read_text()
-    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    from growlang import _grow_tables
+    from growlang.parser_build import OPTIONS, grammar_hash, grammar_text, load_tables
+
+    text = grammar_text()
+    if _grow_tables.GRAMMAR_SHA256 == grammar_hash(text) and _grow_tables.LARK_VERSION == lark.__version__:
+        return load_tables(_grow_tables.TABLES, lark)
+    return lark.Lark(text, **OPTIONS)  # stale tables: `python -m growlang.parser_build` refreshes them
 
 
 def parse_schedule(text: str) -> tuple[ScheduleSyntax, list[Diagnostic]]:
@@ -152,8 +162,11 @@ def parse_schedule(text: str) -> tuple[ScheduleSyntax, list[Diagnostic]]:
 class TreeToSyntax:
     """Walks the Lark tree (shaped by the grammar) into syntax objects with spans."""
 
+    MAX_NESTING = 8  # `rewarm(1k)` nests once; a deeper call is a mistake (and would recurse here)
+
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self._nesting = 0
 
     def schedule(self, tree) -> ScheduleSyntax:
         blocks, stages = [], []
@@ -229,6 +242,16 @@ class TreeToSyntax:
         if node.data == "string":
             return Value("string", str(node.children[0])[1:-1], str(node.children[0]), span)
         # call: WORD call_args
-        positional, named = self.call_args(node.children[1])
         name = str(node.children[0])
-        return Value("call", Call(name, positional, named), name + "(...)", span)
+        if self._nesting >= self.MAX_NESTING:
+            self.diagnostics.append(error("E001", f"calls nested more than {self.MAX_NESTING} deep", span,
+                                          "a value is a number, a word, a quoted string or `name(args)`"))
+            return Value("bad", None, _short(name) + "(...)", span)
+        self._nesting += 1
+        try:
+            positional, named = self.call_args(node.children[1])
+        finally:
+            self._nesting -= 1
+        if any(v.kind == "bad" for v in positional + tuple(a.value for a in named)):
+            return Value("bad", None, _short(name) + "(...)", span)  # the inner value's error is reported
+        return Value("call", Call(name, positional, named), _short(name) + "(...)", span)

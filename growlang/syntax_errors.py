@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from growlang.diagnostics import Diagnostic, Span, error
+from growlang.diagnostics import Diagnostic, Span, error, short
 
 # What each terminal is called in a message.
 WORDS = {
@@ -32,8 +32,9 @@ def _strip_comments(text: str) -> str:
 
 
 def _previous_token(text: str, pos: int) -> str | None:
-    before = _TOKEN.findall(_strip_comments(text[:pos]))
-    return before[-1] if before else None
+    start = text.rfind("\n", 0, max(0, pos - 4096)) + 1  # a whole-line window: comments stay comments
+    before = _TOKEN.findall(_strip_comments(text[start:pos]))
+    return short(before[-1]) if before else None
 
 
 def _end_span(text: str) -> Span:
@@ -41,7 +42,7 @@ def _end_span(text: str) -> Span:
     stripped = _strip_comments(text).rstrip()
     line = stripped.count("\n") + 1
     col = len(stripped) - (stripped.rfind("\n") + 1) + 1
-    return Span(line, col, line, col + 1)
+    return Span(line, col, line, col)  # zero-width: nothing is there (render_text draws one caret)
 
 
 def _open_brace(text: str, pos: int) -> Span | None:
@@ -83,10 +84,10 @@ def describe_syntax_error(exc, text: str) -> Diagnostic:
     brace = _open_brace(text, pos)
     if "RBRACE" in expected and brace and (at_end or token.type in ("STAGE", "MODEL", "DATA", "TRAIN")):
         return error("E002", "unterminated block: expected '}'", brace,
-                     "close the block with '}' before " + ("the end of the file" if at_end else f"'{token}'"))
+                     "close the block with '}' before " + ("the end of the file" if at_end else f"'{short(str(token))}'"))
     if "RPAR" in expected and at_end:
         return error("E002", "unterminated argument list: expected ')'", span)
-    found = WORDS["$END"] if at_end else f"'{token}'"
+    found = WORDS["$END"] if at_end else f"'{short(str(token))}'"
     after = f" after '{prev}'" if prev else ""
     if expected == {"EQUAL"} and prev == "grow":
         return error("E001", "expected ';' before 'grow'", span, "a growth clause reads `; grow DIM by OP`")
@@ -98,7 +99,7 @@ def describe_syntax_error(exc, text: str) -> Diagnostic:
     if "COLON" in expected and token.type == "WORD" and prev and "=" not in str(token):
         hint = "a stage header reads `stage NAME [from PARENT] [via DIM by OP]:`"
     if expected <= {"WORD", "NUMBER", "STRING"} and token.type in WORDS and not at_end:
-        hint = f"'{token}' is a keyword; quote it or use another name" if token.type not in ("EQUAL", "COLON", "SEMICOLON", "COMMA", "LBRACE", "RBRACE", "LPAR", "RPAR") else hint
+        hint = f"'{short(str(token))}' is a keyword; quote it or use another name" if token.type not in ("EQUAL", "COLON", "SEMICOLON", "COMMA", "LBRACE", "RBRACE", "LPAR", "RPAR") else hint
     if len(expected) > 3:
         return error("E001", f"unexpected {found}{after}", span, hint or f"expected {_words(expected)}")
     return error("E001", f"expected {_words(expected)}{after}, found {found}", span, hint)

@@ -14,6 +14,7 @@ from conftest import GOLDEN, REGEN
 
 VALID = sorted((GOLDEN / "valid").glob("*.grow"))
 INVALID = sorted((GOLDEN / "invalid").glob("*.grow"))
+WARNING = sorted((GOLDEN / "warning").glob("*.grow"))  # valid, with warnings: the rendered diagnostics
 
 
 def _plan_json(plan: Plan) -> str:
@@ -44,12 +45,21 @@ def test_invalid(path: Path) -> None:
     _compare(path.with_suffix(".txt"), rendered + summary_line(list(compiled.diagnostics)) + "\n")
 
 
+@pytest.mark.parametrize("path", WARNING, ids=[p.stem for p in WARNING])
+def test_warning(path: Path) -> None:
+    compiled = compile_file(path)
+    assert compiled.ok and compiled.plan is not None
+    assert compiled.diagnostics and not any(d.is_error for d in compiled.diagnostics)
+    rendered = render_text(list(compiled.diagnostics), path.read_text(), f"golden/warning/{path.name}")
+    _compare(path.with_suffix(".txt"), rendered + summary_line(list(compiled.diagnostics)) + "\n")
+
+
 def test_enough_invalid_cases_and_every_code_covered() -> None:
     from growlang.diagnostics import CODES
 
     assert len(INVALID) >= 30
     seen = set()
-    for path in INVALID:
+    for path in INVALID + WARNING:
         seen |= {d.code for d in compile_file(path).diagnostics}
     unreachable = {"E304"}  # default parents make a second root impossible to write; kept as a guard
     assert set(CODES) - unreachable <= seen, sorted(set(CODES) - unreachable - seen)
