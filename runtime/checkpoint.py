@@ -26,6 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from growlang.runtime.crash_points import pause
+from growlang.runtime.failures import checkpoint_write_error
+from growlang.runtime.signals import deferred_interrupt
+
 MODEL = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
@@ -94,27 +98,62 @@ def unflatten_optimizer(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, to
 
 def save(root: Path, name: str, model_state: dict[str, torch.Tensor],
          optimizer_state: dict[str, dict[str, torch.Tensor]], state: dict, *, _crash_before_rename=False) -> Path:
-    """Write checkpoint `root/name` atomically and return its path."""
+    """Write checkpoint `root/name` atomically and return its path.
+
+    A Ctrl-C during the write is held until the checkpoint is in place (a second one abandons it);
+    any failure removes the temporary folder, and an OSError (disk full, quota, permissions)
+    becomes a CheckpointWriteError naming the folder and the free space.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
+    with deferred_interrupt(f"writing checkpoint {name}"):
+        try:
+            _write_files(tmp, name, model_state, optimizer_state, state)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)  # abandoned: never left half-written
+            if isinstance(e, OSError):
+                raise checkpoint_write_error(final, e, _nbytes(model_state, optimizer_state)) from None
+            raise
+        if _crash_before_rename:  # tests: a process killed mid-write (no cleanup, as with SIGKILL)
+            raise KeyboardInterrupt("simulated crash while writing a checkpoint")
+        try:
+            if final.exists():  # rewriting the same step (a resumed run that saves it again)
+                _discard(final)
+            os.replace(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise checkpoint_write_error(final, e, _nbytes(model_state, optimizer_state)) from None
+        _fsync_dir(root)
+    pause("checkpoint-done", name)
+    return final
+
+
+def _write_files(tmp: Path, name: str, model_state, optimizer_state, state: dict) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, tmp / MODEL)
+    pause("checkpoint-write", name)
     save_file(flatten_optimizer(optimizer_state), tmp / OPTIMIZER)
     state = {**state, "sha256": {f: sha256(tmp / f) for f in (MODEL, OPTIMIZER)}}
     (tmp / STATE).write_text(json.dumps(state, indent=1))
     for f in (MODEL, OPTIMIZER, STATE):
         _fsync_file(tmp / f)
     _fsync_dir(tmp)
-    if _crash_before_rename:  # tests: a process killed mid-write
-        raise KeyboardInterrupt("simulated crash while writing a checkpoint")
-    if final.exists():  # rewriting the same step (a resumed run that saves it again)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    return final
+
+
+def _nbytes(model_state, optimizer_state) -> int:
+    tensors = list(model_state.values()) + [v for st in optimizer_state.values() for v in st.values()]
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint folder: first renamed to a temporary name, so a crash half-way through
+    the delete leaves a `.tmp-*` folder (cleaned on resume), never a damaged checkpoint."""
+    trash = path.with_name(f".tmp-discard-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def verify(path: Path) -> tuple[dict | None, str]:
@@ -198,7 +237,10 @@ def prune(root: Path, keep: Path) -> None:
         except (OSError, ValueError):
             continue  # a broken one is left for the user to inspect
         if kind == "periodic":
-            shutil.rmtree(path, ignore_errors=True)
+            try:
+                _discard(path)
+            except OSError:
+                pass  # pruning is tidying up; a failure leaves one more checkpoint, nothing worse
 
 
 def rng_state() -> dict:

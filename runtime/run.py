@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from growlang.plan import Plan
+from growlang.runtime import failures
 from growlang.runtime.errors import UserError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
@@ -26,11 +27,23 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", 
              stop_after_steps: int | None = None) -> int:
     """Train `plan` into `out`; returns the exit code. `stop_after_steps` is for tests only."""
     out = Path(out)
+    fresh = not out.exists()
     try:
-        prepare_out(out, resume)
+        if os.environ.get("RANK", "0") == "0":  # torchrun: the others wait for rank 0 in setup
+            prepare_out(out, resume)
         return _run(plan, out, resume, device, stop_after_steps)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if fresh and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused run leaves nothing behind
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:  # while loading or exporting; during training _run reports it
+        print(failures.interrupted(plan, out, device), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        if e.errno not in failures.FULL:
+            raise
+        print(f"error: {failures.disk_full(out, e)}", file=sys.stderr)
         return EXIT_PROBLEM
 
 
@@ -88,7 +101,7 @@ def plan_change(old: dict, new: Plan, stages: list[str], current: str | None = N
             return f"stage {name} is not in the plan the run started with"
         diff = [k for k in now if k not in ("line", "cost") and was.get(k) != now[k]]
         if diff or old_trans.get(name) != new_trans.get(name):
-            what = ", ".join(f"{k} {was.get(k)} -> {now[k]}" for k in diff) or "its growth operators"
+            what = ", ".join(failures.field_change(k, was.get(k), now[k]) for k in diff) or "its growth operators"
             return f"stage {name} changed ({what})"
     if current is not None:
         was, now = old_stages.get(current), next(s for s in cur["stages"] if s["name"] == current)
@@ -110,27 +123,31 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data
     from growlang.runtime.metrics import MetricsLog, summary_table
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
+    from growlang.runtime import distributed
 
-    dev = resolve_device(device)
+    par = distributed.setup(resolve_device(device), plan)  # one process, or a rank of torchrun's
+    dev = par.device
     ckdir = out / "checkpoints"
     start = None
     if resume:
-        ck.remove_temporaries(ckdir)
+        if par.is_main:
+            ck.remove_temporaries(ckdir)
         start = ck.latest(ckdir)
         if start is None:
             print(f"note: no complete checkpoint in {ckdir}; starting from the beginning", file=sys.stderr)
         else:
             names = [s.name for s in plan.stages]
+            old = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else None
             if start.state["stage"] not in names:
-                raise UserError(f"the checkpoint {start.path.name} is for stage {start.state['stage']}, "
-                                "which this schedule no longer has; choose another --out")
+                raise failures.refuse_resume(out, old, plan, f"its newest checkpoint {start.path.name} is for "
+                                             f"stage {start.state['stage']}, which this schedule does not have")
             i = names.index(start.state["stage"]) + (start.state["kind"] == "stage_end")
             current = None if start.state["kind"] == "stage_end" else start.state["stage"]
-            old = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else None
             why = plan_change(old, plan, names[:i], current) if old is not None else None
             if why:
-                raise UserError(f"cannot resume {out}: {why} since the run started; undo the change, "
-                                "or choose another --out to start afresh")
+                raise failures.refuse_resume(out, old, plan, f"{why} since the run started")
+            if old is not None and (note := failures.resume_note(old, plan, names[:i])):
+                print(note, file=sys.stderr)
             print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
                   f"{start.state['global_step']})", file=sys.stderr)
     if dev.type == "cpu" and plan.train.precision != "fp32":
@@ -144,14 +161,16 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         check_enough(len(data.train_ids), s.batch, s.read_len, plan.data.corpus)
     micro = plan.train.micro_batch or plan.stages[-1].batch
     check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
-    stream = TokenStream(data.train_ids, plan.train.seed, data.specials)
+    stream = TokenStream(data.train_ids, plan.train.seed, data.specials).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
                          plan.train.seed, data.specials)
-    _write_json(out / "plan.json", plan.to_dict())
+    if par.is_main:
+        _write_json(out / "plan.json", plan.to_dict())
 
     torch.manual_seed(plan.train.seed)
-    log = MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
-    trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps)
+    log = (MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
+           if par.is_main else distributed.NullLog())
+    trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par)
     try:
         trainer.train(start)
     except NonFiniteLoss as e:
@@ -162,13 +181,20 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
               file=sys.stderr)
         return EXIT_PROBLEM
     except (Stopped, KeyboardInterrupt) as e:
-        last = trainer.last_checkpoint or (start.path if start else None)
-        where = f"; the newest checkpoint is {last.name}" if last else ""
-        print(f"interrupted ({e or 'Ctrl-C'}){where}; continue with --resume", file=sys.stderr)
+        print(failures.interrupted(plan, out, device, str(e) or "Ctrl-C"), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # out of GPU memory: a message naming the stage, not a traceback
+        if not failures.is_oom(e):
+            raise
+        stage = trainer.stage or plan.stages[0]
+        print(f"error: {failures.out_of_memory(plan, stage, dev, out, failures.resume_command(plan, out, device))}",
+              file=sys.stderr)
+        return EXIT_PROBLEM
     finally:
         log.close()
 
+    if not par.is_main:  # rank 0 exports and summarises
+        return EXIT_OK
     export_leaves(plan, out, data.tokenizer)
     rows = [trainer.summaries[s.name] for s in plan.stages if s.name in trainer.summaries]
     table = summary_table(rows)

@@ -21,12 +21,13 @@ import torch
 
 from growlang.plan import Plan, StagePlan
 from growlang.runtime import checkpoint as ck
+from growlang.runtime.crash_points import pause
 from growlang.runtime.errors import UserError
 from growlang.runtime.lr_schedule import offsets, stage_schedules
 from growlang.runtime.metrics import MetricsLog, Progress, StageSummary, summaries_from_json, summaries_to_json
 from growlang.runtime.model import Encoder, EncoderConfig, param_roles
 from growlang.runtime.operators import carry_optimizer_state, grow
-from growlang.runtime.optim_carry import adam_state_by_name, load_adam_state_by_name
+from growlang.runtime.distributed import NullProgress, Parallel
 
 
 class NonFiniteLoss(Exception):
@@ -41,9 +42,10 @@ class Stopped(Exception):
 
 class Trainer:
     def __init__(self, plan: Plan, out: Path, stream, eval_set: list, device: torch.device,
-                 log: MetricsLog, stop_after_steps: int | None = None):
+                 log: MetricsLog, stop_after_steps: int | None = None, parallel: Parallel | None = None):
         self.plan, self.out, self.stream, self.eval_set = plan, out, stream, eval_set
         self.device, self.log, self.stop_after_steps = device, log, stop_after_steps
+        self.par = parallel or Parallel(device=device)  # ranks: runtime/distributed.py
         self.ckdir = out / "checkpoints"
         self.schedules = stage_schedules(plan)
         self.offsets = offsets(plan)
@@ -72,6 +74,7 @@ class Trainer:
         if state is not None:
             self.model.load_state_dict(state)
         self.model.to(self.device)
+        self.replica = self.par.wrap(self.model)  # DDP/FSDP, re-wrapped after every growth
         self.opt = self.make_optimizer(self.model)
 
     def make_optimizer(self, model: Encoder) -> torch.optim.AdamW:
@@ -94,6 +97,7 @@ class Trainer:
         torch.manual_seed(self.plan.train.seed)
         self.stream.load_state_dict(self.stream_start)
         self.build(EncoderConfig.from_plan(self.plan.model, self.stage.shape))
+        self.par.seed_dropout(self.plan.train.seed, self.offsets[self.stage.name])
         self.stage_step = 0
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}
         self.summaries[self.stage.name] = StageSummary(self.stage.name)
@@ -103,7 +107,7 @@ class Trainer:
         st = c.state
         self.stage_index, self.stage = index, self.plan.stages[index]
         self.build(EncoderConfig(**st["config"]), c.model_state())
-        load_adam_state_by_name(self.opt, self.model, c.optimizer_state())
+        self.par.load_optimizer_state(self.opt, self.model, c.optimizer_state())
         self.restore_common(st)
         self.stage_step = st["stage_step"]
         self.summaries.update({s.stage: s for s in summaries_from_json(st["summaries"])})
@@ -114,7 +118,7 @@ class Trainer:
         self.last_loss, self.last_eval = st.get("loss"), st.get("eval_loss")
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-        ck.set_rng_state(st["rng"])  # last: building models above consumed the global RNG
+        self.par.set_rng_state(st, self.plan.train.seed)  # last: building models above consumed the global RNG
 
     def start_child(self, index: int, parent: ck.Checkpoint) -> None:
         """Grow the parent's end-of-stage model into stage `index` and log what the growth did."""
@@ -128,10 +132,11 @@ class Trainer:
         before = self.evaluate(old_model.to(self.device))
         gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + index)
         new_state, maps = grow(old_state, old_cfg, new_cfg, trans.ops, gen)
+        pause("growth", self.stage.name)  # scripts/kill_resume.py kills here; a no-op otherwise
         self.build(new_cfg, new_state)
         after = self.evaluate(self.model)
         if self.plan.train.on_grow == "carry":
-            load_adam_state_by_name(self.opt, self.model, carry_optimizer_state(parent.optimizer_state(), maps))
+            self.par.load_optimizer_state(self.opt, self.model, carry_optimizer_state(parent.optimizer_state(), maps))
         self.restore_common(parent.state)
         self.stage_step = 0
         self.summaries[self.stage.name] = StageSummary(self.stage.name)
@@ -172,15 +177,17 @@ class Trainer:
         batch = self.stream.batch(s.batch, s.read_len, self.plan.data.mask, g)
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        micro = t.micro_batch if 0 < t.micro_batch <= s.batch else s.batch
+        rows = batch.input_ids.shape[0]  # this rank's share of the global batch (all of it on one process)
+        micro = t.micro_batch if 0 < t.micro_batch <= rows else rows
         total = torch.zeros((), device=self.device)
-        for i in range(0, s.batch, micro):
+        for i in range(0, rows, micro):
             ids, pos, tgt = (x[i:i + micro].to(self.device) for x in (batch.input_ids, batch.positions, batch.targets))
-            with self.autocast():
-                loss = self.model.loss(ids, pos, tgt, pool=s.pool) * (ids.shape[0] / s.batch)
-            total += loss.detach()
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-        value = float(total)
+            with self.replica.sync(last=i + micro >= rows):  # reduce gradients once per step
+                with self.autocast():
+                    loss = self.replica.loss(ids, pos, tgt, pool=s.pool) * (ids.shape[0] / rows)
+                total += loss.detach()
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+        value = float(self.par.mean(total))  # DDP averaged the gradients; log the same mean
         if not math.isfinite(value):
             raise NonFiniteLoss(s.name, self.stage_step + 1, g + 1, value)
         if self.scaler is not None:
@@ -197,7 +204,7 @@ class Trainer:
     def train_stage(self) -> None:
         s, t = self.stage, self.plan.train
         summary = self.summaries[s.name]
-        progress = Progress(s.name, s.steps, self.stage_step, t.log_every)
+        progress = Progress(s.name, s.steps, self.stage_step, t.log_every) if self.par.is_main else NullProgress()
         window_t, window_tokens = 0.0, 0
         try:
             while self.stage_step < s.steps:
@@ -248,16 +255,22 @@ class Trainer:
         state = {
             "format": 1, "kind": kind, "plan": self.plan.name, "config": dataclasses.asdict(self.cfg),
             "stage": s.name, "stage_index": self.stage_index, "stage_step": self.stage_step, "global_step": g,
-            "stream": self.stream.state_dict(), "rng": ck.rng_state(),
+            "stream": self.stream.state_dict(), **self.par.rng_state(),
             "lr_position": {"stage_step": self.stage_step, "lr": self.schedules[s.name].lr(max(0, self.stage_step - 1))},
             "counters": self.counters, "loss": self.last_loss, "eval_loss": self.last_eval,
             "summaries": summaries_to_json(list(self.summaries.values())),
             "metrics_bytes": self.log.size(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
-        model_state = {k: v for k, v in self.model.state_dict().items()}
-        path = ck.save(self.ckdir, f"{s.name}-{g}", model_state, adam_state_by_name(self.opt, self.model), state)
-        ck.prune(self.ckdir, keep=path)
+        model_state = self.par.full_state(self.model)  # every rank: a collective under FSDP
+        opt_state = self.par.optimizer_state(self.opt, self.model)
+
+        def write() -> Path:  # rank 0 writes, the others wait for it
+            path = ck.save(self.ckdir, f"{s.name}-{g}", model_state, opt_state, state)
+            ck.prune(self.ckdir, keep=path)
+            return path
+
+        path = self.par.on_main(write)
         self.last_checkpoint = path
         return path
 
