@@ -102,6 +102,9 @@ def export_hf(model: Encoder, cfg: EncoderConfig, folder: str | Path, tokenizer=
     hf.tie_weights()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars for a one-file model are noise
     try:
         hf.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:

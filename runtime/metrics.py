@@ -114,3 +114,22 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def announce_stage(stage, resumed_at: int = 0) -> None:
+    """One line on stderr as a stage starts, so the console shows every stage's shape and budget."""
+    sh = stage.shape
+    read = f" (reads {stage.read_len}, pooled by {stage.pool})" if stage.pool > 1 else ""
+    origin = f" from {stage.parent}" if stage.parent else ""
+    at = f", resuming at step {resumed_at}" if resumed_at else ""
+    print(f"== stage {stage.name}{origin}: depth={sh.depth} width={sh.width} heads={sh.heads} ffn={sh.ffn} "
+          f"len={sh.len}{read}; {stage.steps} steps x batch {stage.batch}{at}", file=sys.stderr, flush=True)
+
+
+def announce_growth(record: dict, old_shape, new_shape) -> None:
+    """One line on stderr per growth: the operators, what they preserve, and the measured loss change."""
+    ops = ", ".join(f"{o['dim']} {getattr(old_shape, o['dim'])}->{getattr(new_shape, o['dim'])} by {o['op']} "
+                    f"[{o['preservation']}]" for o in record["ops"])
+    print(f"== grew {record['src']} -> {record['stage']}: {ops or 'no change'}; eval loss "
+          f"{record['eval_loss_before']:.4f} -> {record['eval_loss_after']:.4f} ({record['delta']:+.4f}), "
+          f"optimizer {record['on_grow']}", file=sys.stderr, flush=True)

@@ -213,9 +213,6 @@ def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
     from growlang.runtime.hf import export_hf
     from growlang.runtime.model import Encoder, EncoderConfig
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars for a one-file model are noise
     names = leaves(plan)
     final = out / "final"
     if final.exists():  # ours, from an earlier attempt of this run

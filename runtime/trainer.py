@@ -24,7 +24,8 @@ from growlang.runtime import checkpoint as ck
 from growlang.runtime.crash_points import pause
 from growlang.runtime.errors import UserError
 from growlang.runtime.lr_schedule import offsets, stage_schedules
-from growlang.runtime.metrics import MetricsLog, Progress, StageSummary, summaries_from_json, summaries_to_json
+from growlang.runtime.metrics import (MetricsLog, Progress, StageSummary, announce_growth, announce_stage,
+                                      summaries_from_json, summaries_to_json)
 from growlang.runtime.model import Encoder, EncoderConfig, param_roles
 from growlang.runtime.operators import carry_optimizer_state, grow
 from growlang.runtime.distributed import NullProgress, Parallel
@@ -140,13 +141,16 @@ class Trainer:
         self.restore_common(parent.state)
         self.stage_step = 0
         self.summaries[self.stage.name] = StageSummary(self.stage.name)
-        self.log.write({
+        record = {
             "kind": "growth", "stage": self.stage.name, "src": trans.src, "step": self.offsets[self.stage.name],
             "eval_loss_before": before, "eval_loss_after": after, "delta": after - before,
             "ops": [{"dim": o.dim, "op": o.op, "args": dict(o.args), "preservation": o.preservation,
                      "defaulted": o.defaulted} for o in trans.ops],
             "on_grow": self.plan.train.on_grow,
-        })
+        }
+        self.log.write(record)
+        if self.par.is_main:
+            announce_growth(record, self.plan.stage(trans.src).shape, self.stage.shape)
 
     # ------------------------------------------------------------------------------- loop
     def autocast(self):
@@ -204,6 +208,8 @@ class Trainer:
     def train_stage(self) -> None:
         s, t = self.stage, self.plan.train
         summary = self.summaries[s.name]
+        if self.par.is_main:
+            announce_stage(s, self.stage_step)
         progress = Progress(s.name, s.steps, self.stage_step, t.log_every) if self.par.is_main else NullProgress()
         window_t, window_tokens = 0.0, 0
         try:
