@@ -94,37 +94,35 @@ def cmd_check(args) -> int:
     return worst
 
 
-def cmd_graph(args) -> int:
+def _plan_or_report(path: str):
+    """(plan, None) for a valid schedule, else (None, exit code); diagnostics go to stderr either way."""
     from growlang.diagnostics import render_text, summary_line
-    from growlang.render import dot, mermaid
 
-    compiled, problem = _compile(args.file)
+    compiled, problem = _compile(path)
     if problem:
         print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return None, EXIT_USAGE
     compiled, text = compiled
     if compiled.diagnostics:
-        print(render_text(list(compiled.diagnostics), text, args.file), file=sys.stderr)
+        print(render_text(list(compiled.diagnostics), text, path), file=sys.stderr)
         print(summary_line(list(compiled.diagnostics)), file=sys.stderr)
-    if compiled.plan is None:
-        return EXIT_PROBLEMS
-    print(mermaid(compiled.plan) if args.format == "mermaid" else dot(compiled.plan), end="")
+    return compiled.plan, (EXIT_PROBLEMS if compiled.plan is None else None)
+
+
+def cmd_graph(args) -> int:
+    from growlang.render import dot, mermaid
+
+    plan, code = _plan_or_report(args.file)
+    if plan is None:
+        return code
+    print(mermaid(plan) if args.format == "mermaid" else dot(plan), end="")
     return EXIT_OK
 
 
 def cmd_run(args) -> int:
-    from growlang.diagnostics import render_text, summary_line
-
-    compiled, problem = _compile(args.file)
-    if problem:
-        print(problem, file=sys.stderr)
-        return EXIT_USAGE
-    compiled, text = compiled
-    if compiled.diagnostics:
-        print(render_text(list(compiled.diagnostics), text, args.file), file=sys.stderr)
-        print(summary_line(list(compiled.diagnostics)), file=sys.stderr)
-    if compiled.plan is None:
-        return EXIT_PROBLEMS
+    plan, code = _plan_or_report(args.file)
+    if plan is None:
+        return code
     from growlang.runtime.run import run_plan  # lazy: torch
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
@@ -132,8 +130,8 @@ def cmd_run(args) -> int:
         from growlang.runtime.distributed import launch  # N ranks of this command (docs/distributed.md)
 
         return launch(args.nproc, ["run", args.file, "--out", str(out), "--device", args.device]
-                      + (["--resume"] if args.resume else []), plan=compiled.plan)
-    return run_plan(compiled.plan, out=out, resume=args.resume, device=args.device)
+                      + (["--resume"] if args.resume else []), plan=plan)
+    return run_plan(plan, out=out, resume=args.resume, device=args.device)
 
 
 def cmd_grow(args) -> int:

@@ -18,15 +18,9 @@ import pytest
 from growlang.runtime.run import run_plan
 
 try:
-    from test_trainer_plans import grow_all_plan, on_corpus, tiny_env
+    from test_trainer_plans import grow_all_plan, on_corpus
 except ImportError:  # tests collected as a package
-    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus, tiny_env
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    with tiny_env(tmp_path_factory) as path:
-        yield path
+    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,10 @@ from growlang.runtime.trainer import Trainer
 
 try:
     from test_checkpoint import write
-    from test_trainer_plans import grow_all_plan, on_corpus, tiny_env
+    from test_trainer_plans import grow_all_plan, on_corpus
 except ImportError:  # tests collected as a package
     from tests.runtime.test_checkpoint import write
-    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus, tiny_env
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    with tiny_env(tmp_path_factory) as path:
-        yield path
+    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
 
 
 def temporaries(root):
@@ -138,7 +132,8 @@ def test_out_of_memory_names_the_stage_and_what_to_lower(tmp_path, corpus, monke
     assert run_plan(plan, out, resume=False, device="cpu") == 1
     err = capsys.readouterr().err
     small = plan.stages[0]
-    assert err.startswith("error: out of GPU memory in stage small (batch=4, micro_batch=4")
+    assert err.startswith("== stage small:")  # the stage's announcement, then the error
+    assert "\nerror: out of GPU memory in stage small (batch=4, micro_batch=4" in err
     assert f"the plan estimates {failures.human_bytes(small.cost.memory_bytes)}" in err
     assert "micro_batch=2" in err and "--resume" in err and "Traceback" not in err
 

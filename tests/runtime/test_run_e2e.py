@@ -15,15 +15,9 @@ from growlang.runtime.model import Encoder, EncoderConfig
 from growlang.runtime.run import run_plan
 
 try:
-    from test_trainer_plans import grow_all_plan, on_corpus, tiny_env, with_train
+    from test_trainer_plans import grow_all_plan, on_corpus, with_train
 except ImportError:  # tests collected as a package
-    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus, tiny_env, with_train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    with tiny_env(tmp_path_factory) as path:
-        yield path
+    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus, with_train
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,9 @@ from growlang.runtime.metrics import read_metrics
 from growlang.runtime.run import run_plan
 
 try:
-    from test_trainer_plans import grow_all_plan, make_plan, on_corpus, tiny_env, train_spec
+    from test_trainer_plans import grow_all_plan, make_plan, on_corpus, train_spec
 except ImportError:  # tests collected as a package
-    from tests.runtime.test_trainer_plans import grow_all_plan, make_plan, on_corpus, tiny_env, train_spec
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    with tiny_env(tmp_path_factory) as path:
-        yield path
+    from tests.runtime.test_trainer_plans import grow_all_plan, make_plan, on_corpus, train_spec
 
 
 def same_files(a, b, names=("model.safetensors", "optimizer.safetensors")):
