@@ -73,7 +73,10 @@ def test_split_is_deterministic_disjoint_and_sized():
     assert (train, ev) == split_documents(DOCS, 0.1, seed=3)
     assert len(ev) == 4 and len(train) == 36 and not set(train) & set(ev)
     assert sorted(train + ev) == sorted(DOCS)
-    assert split_documents(DOCS, 0.1, seed=4)[1] != ev
+    other_train, other_ev = split_documents(DOCS, 0.1, seed=4)
+    assert other_ev == ev  # the held-out set does not depend on the training seed
+    assert other_train != train and sorted(other_train) == sorted(train)  # only the order does
+    assert train != sorted(train, key=DOCS.index)  # shuffled, not in corpus order
     assert len(split_documents(DOCS[:3], 0.01, seed=0)[1]) == 1  # at least one eval document
 
 

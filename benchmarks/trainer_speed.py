@@ -1,0 +1,202 @@
+"""Training throughput of `growlang run` against a plain transformers training loop, same job.
+
+    .venv/bin/python benchmarks/trainer_speed.py            # 4 x 256 (ffn 1024), len 128, vocab 8192
+    .venv/bin/python benchmarks/trainer_speed.py --tiny     # seconds, for a smoke test
+    .venv/bin/python benchmarks/trainer_speed.py --profile  # also torch.profiler tables of one step each
+
+growlang: a one-stage schedule (post-LN `bert`, the family that loads into BertForMaskedLM) run as
+a `growlang run` subprocess; tokens/s read from its metrics.jsonl over the steps after the first
+--skip (the cumulative `time` and `tokens` between the record at step --skip and the last record
+before the end-of-stage evaluation).
+
+transformers: `BertForMaskedLM` (attn_implementation="sdpa"), same shape, dropout, batch and
+length, AdamW with the same hyper-parameters and weight-decay groups, the same gradient clipping,
+and the same batches (the runtime's TokenStream and masking, labels -100 off the masked
+positions; its head runs on every position, the runtime's only on the masked ones). Batch
+creation is inside the timed step for both, as it is in the runtime's trainer.
+
+Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
+a 2-thread process loses most of its time to oversubscription). The machine's load average is
+printed with each row: on a shared machine the ratio from one run is noisy; --repeat N alternates
+the two N times and prints the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = dict(depth=4, width=256, ffn=1024, len=128, vocab=8192, head_dim=64, batch=16, steps=40, skip=10)
+TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4, steps=6, skip=2)
+LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
+
+
+def schedule(c: dict) -> str:
+    return (f"model bert {{ vocab={c['vocab']} head_dim={c['head_dim']} max_len={c['len']} }}\n"
+            "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
+            f"train {{ batch={c['batch']} lr={LR} warmup=0 decay=constant seed={SEED} eval_every=0 eval_batches=1 "
+            "log_every=1 checkpoint_every=0 }\n"
+            f"stage speed: depth={c['depth']} width={c['width']} ffn={c['ffn']} len={c['len']} steps={c['steps']}\n")
+
+
+def growlang_speed(c: dict, threads: int, workdir: Path) -> tuple[float, int]:
+    """(tokens/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
+    path = workdir / "speed.grow"
+    path.write_text(schedule(c))
+    out = workdir / f"run-{time.monotonic_ns()}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", "cpu"],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(f"growlang run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = [r for r in rows if r.get("kind") == "train"]
+    a = next(r for r in rows if r["step"] == c["skip"])
+    b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
+    return (b["tokens"] - a["tokens"]) / (b["time"] - a["time"]), b["step"] - a["step"]
+
+
+def hf_speed(c: dict, threads: int) -> tuple[float, int]:
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from growlang.compiler import compile_text
+    from growlang.runtime.data import TokenStream, load_data
+
+    torch.set_num_threads(threads)
+    plan = compile_text(schedule(c), ROOT / "speed.grow").plan
+    data = load_data(plan.data, plan.model.vocab, SEED)
+    stream = TokenStream(data.train_ids, SEED, data.specials)
+    torch.manual_seed(SEED)
+    cfg = BertConfig(vocab_size=c["vocab"], hidden_size=c["width"], num_hidden_layers=c["depth"],
+                     num_attention_heads=c["width"] // c["head_dim"], intermediate_size=c["ffn"],
+                     max_position_embeddings=c["len"], layer_norm_eps=1e-12, attn_implementation="sdpa")
+    model = BertForMaskedLM(cfg).train()
+    assert model.config._attn_implementation == "sdpa"
+    named = list(model.named_parameters())
+    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=LR, betas=(B1, B2), eps=EPS)
+
+    def step(g: int) -> None:
+        b = stream.batch(c["batch"], c["len"], plan.data.mask, g)
+        labels = torch.full_like(b.input_ids, -100).scatter_(1, b.positions, b.targets)
+        opt.zero_grad(set_to_none=True)
+        loss = model(input_ids=b.input_ids, labels=labels).loss
+        loss.backward()
+        float(loss.detach())  # the runtime reads the loss every step too
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+
+    for g in range(c["skip"]):
+        step(g)
+    t0 = time.perf_counter()
+    n = c["steps"] - 1 - c["skip"]  # the same steps growlang's metrics time: skip+1 .. steps-1
+    for g in range(c["skip"], c["steps"] - 1):
+        step(g)
+    return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n
+
+
+def profile(c: dict, threads: int) -> None:
+    """torch.profiler of one training step of each (after two warm-up steps), top ops by self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as tprofile
+    from transformers import BertConfig, BertForMaskedLM
+
+    from growlang.accounting import predicted_positions
+    from growlang.runtime.model import Encoder, EncoderConfig
+
+    torch.set_num_threads(threads)
+    B, T, V = c["batch"], c["len"], c["vocab"]
+    P = predicted_positions(0.15, T)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    pos = torch.stack([torch.randperm(T - 1, generator=g)[:P] + 1 for _ in range(B)]).sort(dim=1).values
+    tgt = torch.randint(5, V, (B, P), generator=g)
+    labels = torch.full((B, T), -100).scatter_(1, pos, tgt)
+    ours = Encoder(EncoderConfig("bert", V, c["width"], c["depth"], c["width"] // c["head_dim"], c["ffn"], T)).train()
+    hf = BertForMaskedLM(BertConfig(vocab_size=V, hidden_size=c["width"], num_hidden_layers=c["depth"],
+                                    num_attention_heads=c["width"] // c["head_dim"], intermediate_size=c["ffn"],
+                                    max_position_embeddings=T, attn_implementation="sdpa")).train()
+    for name, model, fn in (("growlang runtime Encoder", ours, lambda: ours.loss(ids, pos, tgt)),
+                            ("transformers BertForMaskedLM", hf, lambda: hf(input_ids=ids, labels=labels).loss)):
+        opt = torch.optim.AdamW(model.parameters(), lr=LR)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            fn().backward()
+            opt.step()
+        step(), step()
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(f"\n== {name}: one training step, top 12 ops by self CPU time")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny shape and step count (seconds)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--steps", type=int, help="steps per side, the first --skip untimed")
+    p.add_argument("--skip", type=int)
+    p.add_argument("--repeat", type=int, default=1, help="alternate growlang/transformers N times")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler tables of one step of each")
+    p.add_argument("--save", type=Path, help="also write the table to this file (benchmarks/growth/run.py "
+                   "embeds benchmarks/growth/out/trainer_speed.txt in docs/results.md)")
+    a = p.parse_args(argv)
+    c = dict(TINY if a.tiny else FULL)
+    for k in ("batch", "steps", "skip"):
+        if getattr(a, k) is not None:
+            c[k] = getattr(a, k)
+    if not 0 < c["skip"] < c["steps"] - 1:
+        p.error("need 0 < --skip < --steps - 1")
+    import torch
+
+    lines = []
+
+    def say(line: str = "") -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    say(f"training throughput, {c['depth']} layers x {c['width']} (ffn {c['ffn']}, "
+          f"{c['width'] // c['head_dim']} heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}, "
+          f"post-LN BERT, dropout 0.1, AdamW fp32, grad clip {CLIP}, {a.threads} thread(s), torch "
+          f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
+        for _ in range(a.repeat):
+            load = os.getloadavg()[0]
+            tps, n = growlang_speed(c, a.threads, Path(tmp))
+            ours.append((tps, n, load))
+            load = os.getloadavg()[0]
+            tps, n = hf_speed(c, a.threads)
+            theirs.append((tps, n, load))
+    say(f"command: python benchmarks/trainer_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}; "
+        f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    say(f"\n{'trainer':<46} {'tokens/s':>10} {'timed steps':>12} {'load (1 min)':>13}")
+    for name, rows in (("growlang run (masked-only MLM head)", ours),
+                       ("transformers BertForMaskedLM sdpa loop", theirs)):
+        for tps, n, load in rows:
+            say(f"{name:<46} {tps:>10.0f} {n:>12} {load:>13.2f}")
+    ratio = statistics.median(o[0] for o in ours) / statistics.median(t[0] for t in theirs)
+    say(f"\nratio growlang / transformers (median of {a.repeat}): {ratio:.2f}x  (goal >= 1.2x)")
+    if a.save:
+        a.save.parent.mkdir(parents=True, exist_ok=True)
+        a.save.write_text("\n".join(lines) + "\n")
+    if a.profile:
+        profile(c, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
