@@ -53,8 +53,8 @@ class MLMLoss(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, ids, positions, targets, pool: int = 1):
-        return self.encoder.loss(ids, positions, targets, pool=pool)
+    def forward(self, ids, positions, targets, pool: int = 1, encoder_len: int | None = None):
+        return self.encoder.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
 
 
 class Replica:
@@ -64,10 +64,10 @@ class Replica:
     def __init__(self, model: nn.Module, ddp: nn.Module | None = None, fsdp: bool = False):
         self.model, self.ddp, self.fsdp = model, ddp, fsdp
 
-    def loss(self, ids, positions, targets, pool: int = 1) -> torch.Tensor:
+    def loss(self, ids, positions, targets, pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
         if self.ddp is not None:
-            return self.ddp(ids, positions, targets, pool)
-        return self.model.loss(ids, positions, targets, pool=pool)
+            return self.ddp(ids, positions, targets, pool, encoder_len)
+        return self.model.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
 
     @contextlib.contextmanager
     def sync(self, last: bool):

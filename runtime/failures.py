@@ -101,7 +101,7 @@ def is_oom(e: BaseException) -> bool:
 
 def out_of_memory(plan: Plan, stage: StagePlan, device, out: Path, cmd: str) -> str:
     t = plan.train
-    micro = t.micro_batch if 0 < t.micro_batch <= stage.batch else stage.batch
+    micro = stage.micro_batch
     if micro > 1:
         lower = (f"lower `train {{ micro_batch={max(1, micro // 2)} }}` (now {micro}; gradient accumulation keeps "
                  f"the batch of {stage.batch}, so the results stay comparable)")
@@ -116,7 +116,7 @@ def out_of_memory(plan: Plan, stage: StagePlan, device, out: Path, cmd: str) -> 
     except Exception:  # the message must not fail on a GPU that has just run out of memory
         pass
     return (f"out of GPU memory in stage {stage.name} (batch={stage.batch}, micro_batch={micro}, "
-            f"len={stage.read_len}): the plan estimates {human_bytes(stage.cost.memory_bytes)} for it{have}. "
+            f"len={stage.reading.read_len}): the plan estimates {human_bytes(stage.cost.memory_bytes)} for it{have}. "
             f"To fit, {lower}; {newest_checkpoint(out)}, continue with:\n  {cmd}")
 
 

@@ -158,8 +158,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         raise UserError(f"the tokenizer has {len(data.tokenizer)} tokens but `model {{ vocab={plan.model.vocab} }}`; "
                         f"set vocab={len(data.tokenizer)}")
     for s in plan.stages:
-        check_enough(len(data.train_ids), s.batch, s.read_len, plan.data.corpus)
-    micro = plan.train.micro_batch or plan.stages[-1].batch
+        check_enough(len(data.train_ids), s.batch, s.reading.read_len, plan.data.corpus)
+    micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
     check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
     stream = TokenStream(data.train_ids, plan.train.seed, data.specials).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
