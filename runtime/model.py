@@ -21,9 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
-
-FAMILIES = ("bert", "bert-preln")
 
 
 @dataclass
