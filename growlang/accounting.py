@@ -1,4 +1,4 @@
-"""Parameters, tokens, training FLOPs and memory of one stage (docs/accounting.md).
+"""Parameters, tokens, training FLOPs and memory of one stage (each formula in its docstring).
 
 Every formula here is cross-checked against the real runtime model by tests/runtime: the
 parameter count against `sum(p.numel())`, the FLOPs against `torch.utils.flop_counter`.
