@@ -40,8 +40,7 @@ def current_rss_mb() -> float:
 def one(combo: str, shapes: dict) -> dict:
     import torch
 
-    from growlang.plan import OpUse
-    from growlang.runtime.grow_cli import parse_ops
+    from growlang.growth_request import parse_growth_request
     from growlang.runtime.model import EncoderConfig, Encoder
     from growlang.runtime.operators import grow
 
@@ -50,7 +49,7 @@ def one(combo: str, shapes: dict) -> dict:
     old = EncoderConfig("bert", shapes["vocab"], d, L, d // 64 or 1, f, shapes["max_len"])
     new = EncoderConfig("bert", shapes["vocab"], d2, L2, d2 // (d // old.heads), f2, shapes["max_len"])
     state = Encoder(old).state_dict()
-    ops = tuple(OpUse(dim, op, args) for dim, op, args in parse_ops(combo))
+    _, ops = parse_growth_request("", combo)
     before = current_rss_mb()
     t0 = time.perf_counter()
     grown, _ = grow(state, old, new, ops, torch.Generator().manual_seed(0))

@@ -68,6 +68,7 @@ def hf_speed(c: dict, threads: int) -> tuple[float, int]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
+    from growlang.accounting import predicted_positions
     from growlang.compiler import compile_text
     from growlang.runtime.data import TokenStream, load_data
 
@@ -88,7 +89,7 @@ def hf_speed(c: dict, threads: int) -> tuple[float, int]:
                             lr=LR, betas=(B1, B2), eps=EPS)
 
     def step(g: int) -> None:
-        b = stream.batch(c["batch"], c["len"], plan.data.mask, g)
+        b = stream.batch(c["batch"], c["len"], predicted_positions(plan.data.mask, c["len"]), g)
         labels = torch.full_like(b.input_ids, -100).scatter_(1, b.positions, b.targets)
         opt.zero_grad(set_to_none=True)
         loss = model(input_ids=b.input_ids, labels=labels).loss

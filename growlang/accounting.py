@@ -1,4 +1,4 @@
-"""Parameters, tokens, training FLOPs and memory of one stage (../shared/spec/accounting.md).
+"""Parameters, tokens, training FLOPs and memory of one stage (each formula in its docstring).
 
 Every formula here is cross-checked against the real runtime model by tests/runtime: the
 parameter count against `sum(p.numel())`, the FLOPs against `torch.utils.flop_counter`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from growlang.plan import Cost, ModelSpec, Shape
+from growlang.plan import Cost, ModelSpec, Reading, Shape
 
 
 def predicted_positions(mask: float, read_len: int) -> int:
@@ -30,6 +30,18 @@ def encoder_len(read_len: int, pool: int, predicted: int) -> int:
     if pool == 1:
         return read_len
     return 1 + math.ceil((read_len - 1) / pool) + predicted
+
+
+def reading(length: int, read_len: int, pool: int, mask: float) -> Reading:
+    """How a stage of `len=length` reads data (read_len = the child's len under `len by pool`)."""
+    predicted = predicted_positions(mask, read_len)
+    return Reading(length, read_len, pool, predicted, encoder_len(read_len, pool, predicted))
+
+
+def steps_for_tokens(tokens: int, batch: int, read_len: int) -> int:
+    """`tokens=` -> steps = ceil(tokens / (batch * read_len)), the inverse of `Cost.tokens`
+    (language.md, budget keys)."""
+    return max(1, math.ceil(tokens / (batch * read_len)))
 
 
 def param_count(model: ModelSpec, shape: Shape) -> tuple[int, int]:
@@ -83,21 +95,16 @@ def memory_bytes(params: int, shape: Shape, batch: int, enc_len: int, predicted:
     return int(16 * params + shape.depth * per_layer + head)
 
 
-def stage_cost(model: ModelSpec, shape: Shape, *, batch: int, steps: int, read_len: int, pool: int,
-               mask: float, precision: str) -> Cost:
-    predicted = predicted_positions(mask, read_len)
-    enc = encoder_len(read_len, pool, predicted)
+def stage_cost(model: ModelSpec, shape: Shape, read: Reading, *, batch: int, steps: int, precision: str) -> Cost:
     params, nonembedding = param_count(model, shape)
-    fwd = forward_flops_per_sequence(model, shape, enc, predicted)
+    fwd = forward_flops_per_sequence(model, shape, read.encoder_len, read.predicted)
     return Cost(
         params=params,
         nonembedding_params=nonembedding,
-        tokens=batch * steps * read_len,
+        tokens=batch * steps * read.read_len,
         flops=training_flops(fwd, batch * steps),
         flops_per_seq=3.0 * fwd,
-        memory_bytes=memory_bytes(params, shape, batch, enc, predicted, model.vocab, precision),
-        encoder_len=enc,
-        predicted=predicted,
+        memory_bytes=memory_bytes(params, shape, batch, read.encoder_len, read.predicted, model.vocab, precision),
     )
 
 

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,10 +19,6 @@ EPILOG = f"""exit codes:
   {EXIT_OK}  ok (warnings allowed)
   {EXIT_PROBLEMS}  problems found in a schedule
   {EXIT_USAGE}  usage error, unreadable file, or internal error"""
-
-
-def _display(path: str) -> str:
-    return str(path)
 
 
 def decode_source(data: bytes, path: str) -> tuple[str | None, str | None]:
@@ -77,16 +75,14 @@ def cmd_check(args) -> int:
                             "plan": compiled.plan.to_dict() if compiled.plan else None})
         else:
             if compiled.diagnostics:
-                print(render_text(list(compiled.diagnostics), text, _display(path)), file=sys.stderr)
+                print(render_text(list(compiled.diagnostics), text, path), file=sys.stderr)
             if compiled.plan is not None:
                 from growlang.render import check_table
 
-                print(check_table(compiled.plan, _display(path)))
+                print(check_table(compiled.plan, path))
         if not compiled.ok:
             worst = max(worst, EXIT_PROBLEMS)
     if args.format == "json":
-        import json
-
         errors = sum(d.is_error for d in everything)
         print(json.dumps({"files": results, "errors": errors, "warnings": len(everything) - errors}, indent=2))
     elif everything:
@@ -119,14 +115,27 @@ def cmd_graph(args) -> int:
     return EXIT_OK
 
 
+def _rank_plan():
+    """Under `--nproc N`, the Plan the launcher compiled (runtime.distributed.PLAN_ENV), or None."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    from growlang.plan import Plan
+    from growlang.runtime.distributed import PLAN_ENV  # lazy: torch (a rank trains anyway)
+
+    shared = os.environ.get(PLAN_ENV)
+    return Plan.from_dict(json.loads(shared)) if shared is not None else None
+
+
 def cmd_run(args) -> int:
-    plan, code = _plan_or_report(args.file)
+    plan = _rank_plan()  # a rank of `--nproc N` does not compile the schedule again
     if plan is None:
-        return code
+        plan, code = _plan_or_report(args.file)
+        if plan is None:
+            return code
     from growlang.runtime.run import run_plan  # lazy: torch
 
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
-    if args.nproc != 1 and "WORLD_SIZE" not in __import__("os").environ:  # under torchrun: already a rank
+    if args.nproc != 1 and "WORLD_SIZE" not in os.environ:  # under torchrun: already a rank
         from growlang.runtime.distributed import launch  # N ranks of this command (docs/distributed.md)
 
         return launch(args.nproc, ["run", args.file, "--out", str(out), "--device", args.device]
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: a message, never a traceback for the user
         import traceback
 
-        if "--debug" in sys.argv or __import__("os").environ.get("GROWLANG_DEBUG"):
+        if os.environ.get("GROWLANG_DEBUG"):
             traceback.print_exc()
         print(f"growlang: internal error: {type(exc).__name__}: {exc} (set GROWLANG_DEBUG=1 for the traceback)",
               file=sys.stderr)

@@ -6,17 +6,22 @@ syntax error stops at the first one, semantic errors are collected together (lan
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import networkx as nx
+
+from growlang.assemble import assemble
+from growlang.checks import check_schedule
 from growlang.diagnostics import Diagnostic, Problems, Span, did_you_mean, error
+from growlang.plan import Plan
+from growlang.schema import validate_schedule
 from growlang.syntax import ScheduleSyntax, parse_schedule
 
 
 @dataclass(frozen=True)
 class Compiled:
-    plan: object | None  # growlang.plan.Plan when there are no errors
+    plan: Plan | None  # None when there are errors
     diagnostics: tuple[Diagnostic, ...]
 
     @property
@@ -36,19 +41,14 @@ def compile_text(text: str, path: str | Path = "<schedule>.grow") -> Compiled:
         syntax, found = parse_schedule(text)
     except Problems as exc:
         return Compiled(None, tuple(exc.diagnostics))
-    from growlang.schema import validate_schedule
-
     # Every layer runs even when an earlier one found errors; each check skips only the parts it
     # depends on that failed (a broken stage, a broken model block, an unsure parent edge).
     parts, problems = validate_schedule(syntax)
     found += problems
     graph = build_graph(syntax, found)
-    from growlang.plan_builder import build_plan
-
-    plan, problems = build_plan(syntax, parts, graph, path, complete=not any(d.is_error for d in found))
+    checked, problems = check_schedule(syntax, parts, graph, path, complete=not any(d.is_error for d in found))
     found += problems
-    ok = not any(d.is_error for d in found)
-    return Compiled(plan if ok else None, tuple(found))
+    return Compiled(assemble(checked) if checked is not None else None, tuple(found))
 
 
 def build_graph(syntax: ScheduleSyntax, found: list[Diagnostic]):
@@ -58,8 +58,6 @@ def build_graph(syntax: ScheduleSyntax, found: list[Diagnostic]):
     parent name): checks that need the parent skip them and their descendants.
     `graph.graph["acyclic"]` is False when the stages grow in a cycle.
     """
-    import networkx as nx
-
     graph = nx.DiGraph(unsure=set(), acyclic=True)
     unsure = graph.graph["unsure"]
     if not syntax.stages:
@@ -112,20 +110,3 @@ def build_graph(syntax: ScheduleSyntax, found: list[Diagnostic]):
         found.append(error("E304", f"stage `{extra}` is a second root (first root: `{roots[0]}`)",
                            graph.nodes[extra]["syntax"].name_span, "give it a parent with `from NAME`"))
     return graph
-
-
-def steps_for_tokens(tokens: int, batch: int, read_len: int) -> int:
-    """`tokens=` -> steps = ceil(tokens / (batch * read_len)) (language.md, budget keys)."""
-    return max(1, math.ceil(tokens / (batch * read_len)))
-
-
-def parse_growth_request(to: str, by: str, old=None, model=None):
-    """`growlang grow`: 'depth=12 width=768' and 'depth by stack, width by interpolate' -> the same
-    validated values a schedule gives. Returns (shape keys dict, tuple of OpUse); raises Problems.
-
-    With `old` (a Shape) and `model` (a ModelSpec) the new shape is completed from `old`, the
-    operators are checked against the transition and defaults are filled, exactly as in `check`.
-    """
-    from growlang.growth_request import parse_growth_request as parse
-
-    return parse(to, by, old, model)

@@ -52,7 +52,7 @@ CODES = {
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """1-based line and column; the end column is exclusive. (0, 0, 0, 0) = the whole file."""
+    """1-based line and column; the end column is exclusive. `whole_file()` stands for the whole file."""
 
     line: int
     col: int

@@ -92,8 +92,17 @@ class Cost:
     flops: float  # training FLOPs, matmuls only, 3 x forward
     flops_per_seq: float
     memory_bytes: int  # weights + grads + AdamW moments + activations
-    encoder_len: int  # positions the encoder runs on (after pooling)
-    predicted: int  # masked positions per sequence the MLM head runs on
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How one stage reads data, resolved once (growlang.accounting.reading); the runtime reads it."""
+
+    len: int  # the stage's `len` (= shape.len)
+    read_len: int  # tokens per sequence read from the stream (the child's len under `len by pool`)
+    pool: int  # mean-pooling factor k for `len by pool`; 1 = no pooling
+    predicted: int  # masked positions per sequence, P = max(1, round(mask * (read_len - 1)))
+    encoder_len: int  # positions the encoder runs on (after pooling): the model must agree
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,10 @@ class StagePlan:
     parent: str | None
     shape: Shape
     steps: int
-    batch: int
+    batch: int  # sequences per optimizer step
+    micro_batch: int  # sequences per forward/backward: train.micro_batch, at most this stage's batch
     lr: float
-    read_len: int  # tokens per sequence read from the stream (= next len under `pool`)
-    pool: int  # mean-pooling factor k for `len by pool`; 1 = no pooling
-    predicted: int  # masked positions per sequence, P = max(1, round(mask * (read_len - 1)))
+    reading: Reading
     cost: Cost
     line: int = 0  # where the stage is written, for messages
 
@@ -155,9 +163,6 @@ class Plan:
     def transition_into(self, name: str) -> TransitionPlan | None:
         return next((t for t in self.transitions if t.dst == name), None)
 
-    def transition_out_of(self, name: str) -> tuple[TransitionPlan, ...]:
-        return tuple(t for t in self.transitions if t.src == name)
-
     def children(self, name: str) -> tuple[str, ...]:
         return tuple(t.dst for t in self.transitions if t.src == name)
 
@@ -170,7 +175,8 @@ class Plan:
             return OpUse(o["dim"], o["op"], tuple(tuple(a) for a in o["args"]), o["preservation"], o["defaulted"])
 
         def stage(s: dict) -> StagePlan:
-            return StagePlan(**{**s, "shape": Shape(**s["shape"]), "cost": Cost(**s["cost"])})
+            return StagePlan(**{**s, "shape": Shape(**s["shape"]), "reading": Reading(**s["reading"]),
+                                "cost": Cost(**s["cost"])})
 
         return cls(
             name=d["name"],

@@ -40,7 +40,7 @@ def check_table(plan: Plan, display: str) -> str:
     for s in plan.stages:
         c = s.cost
         rows.append([s.name, s.parent or "-", str(s.shape.depth), str(s.shape.width), str(s.shape.heads),
-                     str(s.shape.ffn), str(s.shape.len), f"{s.read_len}/{s.pool}" if s.pool > 1 else "-",
+                     str(s.shape.ffn), str(s.shape.len), f"{s.reading.read_len}/{s.reading.pool}" if s.reading.pool > 1 else "-",
                      si(s.steps), str(s.batch), si(c.params), si(c.tokens), flops(c.flops), f"{c.flops / total:.1%}",
                      gib(c.memory_bytes)])
     lines += _table(rows, set(range(2, 15)) - {7})

@@ -13,9 +13,10 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from growlang.diagnostics import Diagnostic, Span, did_you_mean, error
+from growlang.families import FAMILIES
 from growlang.syntax import _short, Block, Call, Multiple, ScheduleSyntax, Setting, StageSyntax, Value
 
-FAMILIES = ("bert", "bert-preln")
+Family = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]  # the names in growlang/families.py
 
 
 class _Frozen(BaseModel):
@@ -26,7 +27,7 @@ class _Frozen(BaseModel):
 
 
 class ModelBlock(_Frozen):
-    family: Literal["bert", "bert-preln"] = "bert"
+    family: Family = "bert"
     vocab: int = Field(30522, gt=0)
     head_dim: int = Field(64, gt=0)
     ffn: Union[int, Multiple] = Multiple(4.0)  # default FFN size of a stage: absolute or Nx width

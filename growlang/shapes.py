@@ -6,7 +6,7 @@ heads/head_dim, `len` above `max_len`.
 from __future__ import annotations
 
 from growlang.diagnostics import Diagnostic, Span, error
-from growlang.plan import Shape
+from growlang.plan import ModelSpec, Shape
 from growlang.schema import ModelBlock, StageBlock
 from growlang.syntax import Multiple, StageSyntax
 
@@ -24,7 +24,9 @@ def written_ffn(syntax: StageSyntax, block: StageBlock | None, parent_ffn: tuple
 
 
 def resolve_shape(name: str, syntax: StageSyntax, block: StageBlock, parent: Shape | None,
-                  model: ModelBlock, ffn_expr) -> tuple[Shape | None, list[Diagnostic]]:
+                  model: ModelBlock | ModelSpec, ffn_expr) -> tuple[Shape | None, list[Diagnostic]]:
+    """`model` gives head_dim and max_len, and the default ffn when `ffn_expr` is None (a
+    ModelSpec, as `growlang grow` passes, has no default ffn: it always gives `ffn_expr`)."""
     found: list[Diagnostic] = []
     spans = {s.key: s.value.span for s in syntax.settings}
     values = {}

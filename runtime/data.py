@@ -117,11 +117,10 @@ def _seed(seed: int, step: int, salt: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def mask_tokens(seqs: torch.Tensor, mask: float, specials: Specials, generator: torch.Generator) -> Batch:
+def mask_tokens(seqs: torch.Tensor, P: int, specials: Specials, generator: torch.Generator) -> Batch:
     """BERT's masking of (n, T) sequences: exactly P positions among 1..T-1 per row, sorted;
     80% become [MASK], 10% a random non-special token, 10% stay (Devlin et al. 2019, 3.1)."""
     n, T = seqs.shape
-    P = predicted_positions(mask, T)
     if P > T - 1:
         raise UserError(f"len={T} leaves no room to mask {P} tokens; use a longer `len`")
     # argsort of uniform noise = a uniform random P-subset per row, all rows at once
@@ -168,15 +167,16 @@ class TokenStream:
         self.pos = (self.pos + count) % n
         return np.asarray(self.ids[idx], dtype=np.int64)
 
-    def batch(self, n: int, read_len: int, mask: float, step: int) -> Batch:
+    def batch(self, n: int, read_len: int, predicted: int, step: int) -> Batch:
         """The global batch for `step`: n sequences of [CLS] + the next read_len-1 stream tokens,
-        masked with a generator seeded by (seed, step); this rank's rows when sharded."""
+        `predicted` of them masked (the plan's `Reading.predicted`) with a generator seeded by
+        (seed, step); this rank's rows when sharded."""
         if n % self.world_size:
             raise ValueError(f"batch {n} is not divisible by world size {self.world_size}")
         body = torch.from_numpy(self._read(n * (read_len - 1))).view(n, read_len - 1)
         seqs = torch.cat([torch.full((n, 1), self.specials.cls, dtype=torch.long), body], dim=1)
         g = torch.Generator().manual_seed(_seed(self.seed, step, self.salt))
-        b = mask_tokens(seqs, mask, self.specials, g)
+        b = mask_tokens(seqs, predicted, self.specials, g)
         if self.world_size == 1:
             return b
         rows = slice(self.rank, None, self.world_size)
@@ -200,7 +200,8 @@ def eval_batches(eval_ids: np.ndarray, n_batches: int, batch: int, read_len: int
     other masks); `check_enough(..., what="eval")` guarantees at least one full batch.
     """
     stream = TokenStream(eval_ids, seed, specials, salt="eval")
-    return [stream.batch(batch, read_len, mask, step=i) for i in range(n_batches)]
+    predicted = predicted_positions(mask, read_len)
+    return [stream.batch(batch, read_len, predicted, step=i) for i in range(n_batches)]
 
 
 @dataclass

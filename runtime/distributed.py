@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 import socket
@@ -53,8 +54,8 @@ class MLMLoss(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, ids, positions, targets, pool: int = 1):
-        return self.encoder.loss(ids, positions, targets, pool=pool)
+    def forward(self, ids, positions, targets, pool: int = 1, encoder_len: int | None = None):
+        return self.encoder.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
 
 
 class Replica:
@@ -64,10 +65,10 @@ class Replica:
     def __init__(self, model: nn.Module, ddp: nn.Module | None = None, fsdp: bool = False):
         self.model, self.ddp, self.fsdp = model, ddp, fsdp
 
-    def loss(self, ids, positions, targets, pool: int = 1) -> torch.Tensor:
+    def loss(self, ids, positions, targets, pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
         if self.ddp is not None:
-            return self.ddp(ids, positions, targets, pool)
-        return self.model.loss(ids, positions, targets, pool=pool)
+            return self.ddp(ids, positions, targets, pool, encoder_len)
+        return self.model.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
 
     @contextlib.contextmanager
     def sync(self, last: bool):
@@ -296,10 +297,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A rank started by `launch` reads the parent's Plan (JSON) from this variable instead of
+# compiling the schedule again.
+PLAN_ENV = "GROWLANG_PLAN_JSON"
+
+
 def launch(nproc: int, argv: list[str], plan=None) -> int:
     """`growlang run --nproc N`: run `python -m growlang *argv` N times on this machine with the
-    variables torchrun --standalone would set. The first rank to fail stops the others; the exit
-    code is that rank's (0 when all succeed)."""
+    variables torchrun --standalone would set, and `plan` (compiled once, by the parent) in
+    PLAN_ENV. The first rank to fail stops the others; the exit code is that rank's (0 when all
+    succeed)."""
     if nproc < 1:
         print(f"growlang: --nproc must be at least 1, not {nproc}", file=sys.stderr)
         return 2
@@ -309,12 +316,15 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    shared = json.dumps(plan.to_dict()) if plan is not None else None
     port, threads = _free_port(), max(1, (os.cpu_count() or 1) // nproc)
     procs = []
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
                "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port)}
+        if plan is not None:
+            env[PLAN_ENV] = shared
         env.setdefault("OMP_NUM_THREADS", str(threads))  # N processes must not each use every core
         procs.append(subprocess.Popen([sys.executable, "-m", "growlang", *argv], env=env))
     first, stopping = 0, None

@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from growlang.plan import Plan, StagePlan
@@ -101,7 +102,7 @@ def is_oom(e: BaseException) -> bool:
 
 def out_of_memory(plan: Plan, stage: StagePlan, device, out: Path, cmd: str) -> str:
     t = plan.train
-    micro = t.micro_batch if 0 < t.micro_batch <= stage.batch else stage.batch
+    micro = stage.micro_batch
     if micro > 1:
         lower = (f"lower `train {{ micro_batch={max(1, micro // 2)} }}` (now {micro}; gradient accumulation keeps "
                  f"the batch of {stage.batch}, so the results stay comparable)")
@@ -116,7 +117,7 @@ def out_of_memory(plan: Plan, stage: StagePlan, device, out: Path, cmd: str) -> 
     except Exception:  # the message must not fail on a GPU that has just run out of memory
         pass
     return (f"out of GPU memory in stage {stage.name} (batch={stage.batch}, micro_batch={micro}, "
-            f"len={stage.read_len}): the plan estimates {human_bytes(stage.cost.memory_bytes)} for it{have}. "
+            f"len={stage.reading.read_len}): the plan estimates {human_bytes(stage.cost.memory_bytes)} for it{have}. "
             f"To fit, {lower}; {newest_checkpoint(out)}, continue with:\n  {cmd}")
 
 
@@ -141,29 +142,44 @@ def field_change(key: str, was, now) -> str:
     return f"{key} {was} -> {now}"
 
 
-def schedule_changes(old: dict, plan: Plan) -> list[str]:
-    """Every difference between the plan.json of a run and `plan`, in the schedule's words."""
+@dataclass(frozen=True)
+class Change:
+    """One difference between a run's plan.json and a new Plan."""
+
+    part: str  # "model", "data", "train", "stage" or "growth" (the operators into a stage)
+    name: str  # the block's key, or the stage's name
+    text: str  # in the schedule's words, e.g. `train.lr 0.001 -> 0.002`, `stage big: steps 4 -> 6`
+    kind: str = "changed"  # "changed", or for a stage "added" / "removed"
+    detail: str = ""  # a changed stage's fields, e.g. `steps 4 -> 6`
+    fields: tuple[str, ...] = ()  # a changed stage's keys
+
+
+def plan_diff(old: dict, plan: Plan) -> list[Change]:
+    """Every difference between the plan.json of a run and `plan` (the one plan diff: the resume
+    refusal and the resume note both read it)."""
     cur, changes = _normal(plan), []
     for block in ("model", "data", "train"):
         for k in sorted(set(old.get(block, {})) | set(cur[block])):
             a, b = old.get(block, {}).get(k), cur[block].get(k)
             if a != b:
-                changes.append(f"{block}.{k} {a} -> {b}")
+                changes.append(Change(block, k, f"{block}.{k} {a} -> {b}"))
     was = {s["name"]: s for s in old.get("stages", [])}
     now = {s["name"]: s for s in cur["stages"]}
     for name in was.keys() - now.keys():
-        changes.append(f"stage {name} removed")
+        changes.append(Change("stage", name, f"stage {name} removed", "removed"))
     for name, s in now.items():
         if name not in was:
-            changes.append(f"stage {name} added")
+            changes.append(Change("stage", name, f"stage {name} added", "added"))
             continue
-        diff = [field_change(k, was[name].get(k), s[k]) for k in s if k not in ("line", "cost") and was[name].get(k) != s[k]]
-        if diff:
-            changes.append(f"stage {name}: {', '.join(diff)}")
+        keys = tuple(k for k in s if k not in ("line", "cost") and was[name].get(k) != s[k])
+        if keys:
+            detail = ", ".join(field_change(k, was[name].get(k), s[k]) for k in keys)
+            changes.append(Change("stage", name, f"stage {name}: {detail}", detail=detail, fields=keys))
     old_trans = {t["dst"]: t for t in old.get("transitions", [])}
-    for t in cur["transitions"]:
-        if t["dst"] in was and old_trans.get(t["dst"]) != t:
-            changes.append(f"the growth into {t['dst']}")
+    new_trans = {t["dst"]: t for t in cur["transitions"]}
+    for name in now:
+        if name in was and old_trans.get(name) != new_trans.get(name):
+            changes.append(Change("growth", name, f"the growth into {name}"))
     return changes
 
 
@@ -178,7 +194,7 @@ def refuse_resume(out: Path, old: dict | None, plan: Plan, reason: str) -> UserE
 
 def resume_note(old: dict, plan: Plan, finished: list[str]) -> str | None:
     """A note for a resume that goes on although the schedule changed (only what is still to train)."""
-    changes = schedule_changes(old, plan)
+    changes = [c.text for c in plan_diff(old, plan)]
     other = foreign_run(old, plan)
     if not changes and not other:
         return None

@@ -1,124 +1,26 @@
 """`growlang grow SRC --to 'depth=12 width=768 ffn=3072' --by 'depth by stack, width by interpolate'
---out DST [--seed N]`: grow a trained model once, outside a schedule, and say how far it moved.
+--out DST`: grow a trained model once, outside a schedule, and say how far it moved.
 
-SRC is a Hugging Face BERT masked-LM folder (a growlang export is one). The request syntax is the
-`.grow` growth clause's: `DIM by OP` or `DIM by OP(key=value, ...)`, comma separated. The runtime
-may not import the front end (Lark), so a minimal parser lives here; a caller that has already
-parsed the request with `growlang.compiler.parse_growth_request` (with its diagnostics) can pass
-`args.request = (sizes: dict, ops: tuple[OpUse, ...])` and this parser is skipped.
+SRC is a Hugging Face BERT masked-LM folder (a growlang export is one) or a growlang checkpoint.
+The request is parsed and checked by the front end (growlang.growth_request), with the `.grow`
+growth clause's syntax, numbers and operator arguments; its problems print as `check` prints
+them and exit 1, before the model is loaded when they need no model.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
+
+from growlang.diagnostics import Problems
+from growlang.growth_request import GrowthRequest, parse_request, render_problems, resolve_request
+from growlang.plan import ModelSpec, Shape
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-_SIZE_KEYS = ("depth", "width", "heads", "ffn", "len")
-_OP = re.compile(r"^\s*(\w+)\s+by\s+(\w+)\s*(?:\((.*)\))?\s*$")
-
-
-class RequestError(ValueError):
-    """A malformed --to or --by (usage error)."""
-
-
-def parse_sizes(text: str, width: int | None = None) -> dict[str, int]:
-    """'depth=12 width=768 ffn=4x' -> {'depth': 12, 'width': 768, 'ffn': 3072}; `Nx` is N * width."""
-    items = []
-    for item in text.replace(",", " ").split():
-        key, eq, value = item.partition("=")
-        if not eq or not value:
-            raise RequestError(f"expected KEY=VALUE in --to, got {item!r}")
-        if key not in _SIZE_KEYS:
-            raise RequestError(f"unknown size {key!r} in --to (expected one of {', '.join(_SIZE_KEYS)})")
-        items.append((key, value))
-    out: dict[str, int] = {}
-    for key, value in sorted(items, key=lambda kv: kv[0] != "width"):  # `ffn=4x` is of the new width
-        out[key] = _number(key, value, out.get("width", width))
-    return out
-
-
-def _number(key: str, value: str, width: int | None) -> int:
-    mult = {"k": 1000, "M": 1_000_000}
-    try:
-        if value.endswith("x"):
-            if key != "ffn" or width is None:
-                raise RequestError(f"{key}={value}: `Nx` only works for ffn (a multiple of width)")
-            return int(float(value[:-1]) * width)
-        if value[-1] in mult:
-            return int(float(value[:-1]) * mult[value[-1]])
-        return int(value)
-    except ValueError:
-        raise RequestError(f"{key}={value!r} is not a whole number") from None
-
-
-def parse_ops(text: str) -> list[tuple[str, str, tuple[tuple[str, object], ...]]]:
-    """'depth by stack, width by interpolate(noise=0.01)' -> [(dim, op, args), ...]."""
-    out = []
-    for part in _split_top(text):
-        m = _OP.match(part)
-        if not m:
-            raise RequestError(f"expected `DIM by OP` in --by, got {part.strip()!r}")
-        dim, op, arg_text = m.groups()
-        args = []
-        for a in filter(None, (s.strip() for s in (arg_text or "").split(","))):
-            k, eq, v = a.partition("=")
-            if not eq:
-                raise RequestError(f"expected key=value in the arguments of `{dim} by {op}`, got {a!r}")
-            try:
-                args.append((k.strip(), float(v)))
-            except ValueError:
-                args.append((k.strip(), v.strip()))
-        out.append((dim, op, tuple(args)))
-    return out
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [p for p in parts + [cur] if p.strip()]
-
-
-def resolve_ops(parsed, old, new):
-    """OpUse per growing dimension, with its preservation class from growlang.operators."""
-    from growlang.operators import DEFAULT_OPERATOR, OPERATORS, operators_for
-    from growlang.plan import OpUse
-    from growlang.runtime.errors import UserError
-
-    named = {}
-    for dim, op, args in parsed:
-        if (dim, op) not in OPERATORS:
-            known = ", ".join(operators_for(dim)) or "none"
-            raise UserError(f"unknown operator `{op}` for {dim} (known: {known})")
-        if dim in named:
-            raise UserError(f"{dim} is named twice in --by")
-        named[dim] = (op, args)
-    uses = []
-    for dim in ("width", "ffn", "depth"):
-        n, m = getattr(old, dim), getattr(new, dim)
-        if dim in named and n == m:
-            print(f"warning: {dim} does not change ({n}); `{dim} by {named[dim][0]}` has no effect", file=sys.stderr)
-        if n == m:
-            continue
-        op, args = named.get(dim, (DEFAULT_OPERATOR[dim], ()))
-        info = OPERATORS[(dim, op)]
-        why = info.precondition(n, m)
-        if why:
-            raise UserError(why)
-        uses.append(OpUse(dim, op, args, info.preservation(n, m, old.family, dict(args)), dim not in named))
-    return tuple(uses)
 
 
 def overall_class(uses) -> str:
@@ -129,9 +31,9 @@ def overall_class(uses) -> str:
 def main(args: argparse.Namespace) -> int:
     try:
         return _main(args)
-    except RequestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except Problems as e:
+        print(render_problems(e, args.to or "", args.by or ""), file=sys.stderr)
+        return EXIT_PROBLEM
     except Exception as e:  # UserError and friends: a message, not a traceback
         from growlang.runtime.errors import UserError
         if isinstance(e, UserError):
@@ -162,7 +64,19 @@ def load_source(src: Path):
     return import_hf(src)
 
 
+def resolve(request: GrowthRequest, old):
+    """(grown EncoderConfig, its operators, warnings) from the request and the loaded model's config."""
+    model = ModelSpec(old.family, old.vocab, old.width // old.heads, old.max_len, old.type_vocab, old.dropout,
+                      old.layer_norm_eps)
+    # The position table is fixed (max_len): a `len` in --to is checked against it and grows nothing.
+    length = request.sizes.get("len", old.max_len)
+    new, uses, warnings = resolve_request(request, Shape(old.depth, old.width, old.heads, old.ffn, length), model)
+    return dataclasses.replace(old, depth=new.depth, width=new.width, heads=new.heads, ffn=new.ffn), uses, warnings
+
+
 def _main(args: argparse.Namespace) -> int:
+    request = parse_request(args.to or "", args.by or "")  # needs no model: before loading torch and one
+
     import torch
 
     from growlang.runtime.errors import UserError
@@ -171,32 +85,16 @@ def _main(args: argparse.Namespace) -> int:
     from growlang.runtime.operators import grow
 
     src, out = Path(args.src), Path(args.out)
-    request = getattr(args, "request", None)
-    if request is not None:
-        sizes, front_ops = request
-        parsed_ops = [(u.dim, u.op, tuple(u.args)) for u in front_ops]
-    else:
-        parsed_ops = parse_ops(args.by or "")
+    if not request.sizes:
+        raise UserError("--to names no size (e.g. --to 'depth=12 width=768')")
     if out.exists():
         raise UserError(f"{out} already exists; choose a new --out")
     model, old = load_source(src)
-    if request is None:
-        sizes = parse_sizes(args.to or "", old.width)
-    if not sizes:
-        raise RequestError("--to names no size (e.g. --to 'depth=12 width=768')")
-    width = sizes.get("width", old.width)
-    heads = sizes.get("heads", width // old.head_dim if width % old.head_dim == 0 else -1)
-    if heads <= 0 or width % heads:
-        raise UserError(f"width {width} is not a multiple of head_dim {old.head_dim}")
-    if sizes.get("len", 0) > old.max_len:
-        raise UserError(f"len {sizes['len']} is above max_len {old.max_len}")
-    new = dataclasses.replace(old, depth=sizes.get("depth", old.depth), width=width, heads=heads,
-                              ffn=sizes.get("ffn", old.ffn))
-    from growlang.runtime.operators import check_transition
-    check_transition(old, new)
+    new, uses, warnings = resolve(request, old)
+    if warnings:
+        print(render_problems(Problems(warnings), args.to or "", args.by or ""), file=sys.stderr)
     if new == old:
         raise UserError("--to does not grow anything")
-    uses = resolve_ops(parsed_ops, old, new)
     seed = args.seed if getattr(args, "seed", None) is not None else 0
     state, _ = grow(model.state_dict(), old, new, uses, torch.Generator().manual_seed(seed))
     grown = Encoder(new)

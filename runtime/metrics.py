@@ -119,7 +119,7 @@ class Progress:
 def announce_stage(stage, resumed_at: int = 0) -> None:
     """One line on stderr as a stage starts, so the console shows every stage's shape and budget."""
     sh = stage.shape
-    read = f" (reads {stage.read_len}, pooled by {stage.pool})" if stage.pool > 1 else ""
+    read = f" (reads {stage.reading.read_len}, pooled by {stage.reading.pool})" if stage.reading.pool > 1 else ""
     origin = f" from {stage.parent}" if stage.parent else ""
     at = f", resuming at step {resumed_at}" if resumed_at else ""
     print(f"== stage {stage.name}{origin}: depth={sh.depth} width={sh.width} heads={sh.heads} ffn={sh.ffn} "

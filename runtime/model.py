@@ -21,9 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
-
-FAMILIES = ("bert", "bert-preln")
 
 
 @dataclass
@@ -154,10 +153,14 @@ class Encoder(nn.Module):
                 p.copy_(init_tensor(roles[name], tuple(p.shape), generator))
 
     def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
-                pool: int = 1) -> torch.Tensor:
+                pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
+        """`encoder_len`, the plan's `Reading.encoder_len`, is asserted against the positions the
+        encoder really runs on (the plan's costs were computed for that length)."""
         if pool > 1 and masked_positions is None:
             raise ValueError("pool > 1 needs masked_positions (the pooled stage predicts masked tokens only)")
         x = self.emb(input_ids, masked_positions, pool)  # (B, T_enc, d)
+        if encoder_len is not None and x.shape[1] != encoder_len:
+            raise AssertionError(f"the encoder runs on {x.shape[1]} positions but the plan says {encoder_len}")
         for layer in self.layers:
             x = layer(x)  # (B, T_enc, d)
         if self.final_ln is not None:
@@ -173,8 +176,8 @@ class Encoder(nn.Module):
         return self.head(h, self.emb.word.weight)  # (B, P, V)
 
     def loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
-             pool: int = 1) -> torch.Tensor:
-        logits = self(input_ids, positions, pool)  # (B, P, V)
+             pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
+        logits = self(input_ids, positions, pool, encoder_len)  # (B, P, V)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 

@@ -84,28 +84,25 @@ def plan_change(old: dict, new: Plan, stages: list[str], current: str | None = N
     `current`, the stage a mid-stage checkpoint is in, must keep its shape and growth (the
     checkpoint holds that model); its steps and lr may change (e.g. to recover from a blow-up).
     """
-    cur = json.loads(json.dumps(new.to_dict()))  # tuples -> lists, as in plan.json
+    changes = failures.plan_diff(old, new)
     for block in ("model", "data"):
-        if old.get(block) != cur[block]:
-            keys = [k for k in cur[block] if old.get(block, {}).get(k) != cur[block][k]]
+        keys = [c.name for c in changes if c.part == block]
+        if keys:
             return f"the {block} block changed ({', '.join(f'{block}.{k}' for k in keys)})"
-    keys = [k for k in cur["train"] if k not in HARMLESS and old.get("train", {}).get(k) != cur["train"][k]]
+    keys = [c.name for c in changes if c.part == "train" and c.name not in HARMLESS]
     if keys:
         return f"the train block changed ({', '.join(f'train.{k}' for k in keys)})"
-    old_stages = {s["name"]: s for s in old.get("stages", [])}
-    old_trans = {t["dst"]: t for t in old.get("transitions", [])}
-    new_trans = {t["dst"]: t for t in cur["transitions"]}
+    stage = {c.name: c for c in changes if c.part == "stage"}
+    growth = {c.name for c in changes if c.part == "growth"}
     for name in stages:
-        was, now = old_stages.get(name), next(s for s in cur["stages"] if s["name"] == name)
-        if was is None:
+        c = stage.get(name)
+        if c is not None and c.kind == "added":
             return f"stage {name} is not in the plan the run started with"
-        diff = [k for k in now if k not in ("line", "cost") and was.get(k) != now[k]]
-        if diff or old_trans.get(name) != new_trans.get(name):
-            what = ", ".join(failures.field_change(k, was.get(k), now[k]) for k in diff) or "its growth operators"
-            return f"stage {name} changed ({what})"
+        if c is not None or name in growth:
+            return f"stage {name} changed ({c.detail if c is not None else 'its growth operators'})"
     if current is not None:
-        was, now = old_stages.get(current), next(s for s in cur["stages"] if s["name"] == current)
-        if was is None or was["shape"] != now["shape"] or old_trans.get(current) != new_trans.get(current):
+        c = stage.get(current)
+        if (c is not None and (c.kind == "added" or "shape" in c.fields)) or current in growth:
             return f"stage {current}, which the newest checkpoint is in, changed its shape or growth operators"
     return None
 
@@ -158,8 +155,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         raise UserError(f"the tokenizer has {len(data.tokenizer)} tokens but `model {{ vocab={plan.model.vocab} }}`; "
                         f"set vocab={len(data.tokenizer)}")
     for s in plan.stages:
-        check_enough(len(data.train_ids), s.batch, s.read_len, plan.data.corpus)
-    micro = plan.train.micro_batch or plan.stages[-1].batch
+        check_enough(len(data.train_ids), s.batch, s.reading.read_len, plan.data.corpus)
+    micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
     check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
     stream = TokenStream(data.train_ids, plan.train.seed, data.specials).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,

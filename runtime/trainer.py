@@ -178,17 +178,18 @@ class Trainer:
         lr = self.schedules[s.name].lr(self.stage_step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        batch = self.stream.batch(s.batch, s.read_len, self.plan.data.mask, g)
+        batch = self.stream.batch(s.batch, s.reading.read_len, s.reading.predicted, g)
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         rows = batch.input_ids.shape[0]  # this rank's share of the global batch (all of it on one process)
-        micro = t.micro_batch if 0 < t.micro_batch <= rows else rows
+        micro = min(s.micro_batch, rows)
         total = torch.zeros((), device=self.device)
         for i in range(0, rows, micro):
             ids, pos, tgt = (x[i:i + micro].to(self.device) for x in (batch.input_ids, batch.positions, batch.targets))
             with self.replica.sync(last=i + micro >= rows):  # reduce gradients once per step
                 with self.autocast():
-                    loss = self.replica.loss(ids, pos, tgt, pool=s.pool) * (ids.shape[0] / rows)
+                    loss = self.replica.loss(ids, pos, tgt, pool=s.reading.pool,
+                                             encoder_len=s.reading.encoder_len) * (ids.shape[0] / rows)
                 total += loss.detach()
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         value = float(self.par.mean(total))  # DDP averaged the gradients; log the same mean
@@ -218,7 +219,7 @@ class Trainer:
                 loss, lr = self.step()
                 self.stage_step += 1
                 g = self.offsets[s.name] + self.stage_step  # steps done, global
-                tokens = s.batch * s.read_len
+                tokens = s.batch * s.reading.read_len
                 self.counters["tokens"] += tokens
                 self.counters["flops"] += s.cost.flops_per_seq * s.batch
                 summary.steps, summary.tokens = self.stage_step, summary.tokens + tokens

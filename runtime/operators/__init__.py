@@ -14,8 +14,10 @@ from typing import Callable
 
 import torch
 
-from growlang.operators import DEFAULT_OPERATOR
-from growlang.plan import OpUse
+from growlang.diagnostics import Span
+from growlang.growth import transition_ops
+from growlang.operators import DEFAULT_OPERATOR, OPERATORS
+from growlang.plan import OpUse, Shape
 from growlang.runtime.errors import UserError
 from growlang.runtime.model import EncoderConfig
 from growlang.runtime.operators.growth import add_noise, depth_maps, ffn_maps, identity_maps, width_maps
@@ -38,30 +40,16 @@ class GrowthOp:
         return add_noise(out, maps, float(args.get("noise") or 0.0), generator)
 
 
-def _width(op):
-    return lambda s, old, new, a: width_maps(op, s, old, new)
-
-
-def _ffn(op):
-    return lambda s, old, new, a: ffn_maps(op, s, old, new)
-
-
-def _depth(op):
-    return lambda s, old, new, a: depth_maps(op, a, s, old, new)
-
-
-def _len(s, old, new, a):
-    return identity_maps(s, new)
-
+# One weight-map builder per dimension; the operator names come from the front end's table.
+_BUILDERS: dict[str, Callable[[str], MapBuilder]] = {
+    "depth": lambda op: lambda s, old, new, a: depth_maps(op, a, s, old, new),
+    "width": lambda op: lambda s, old, new, a: width_maps(op, s, old, new),
+    "ffn": lambda op: lambda s, old, new, a: ffn_maps(op, s, old, new),
+    "len": lambda op: lambda s, old, new, a: identity_maps(s, new),  # pooling is in the parent's training
+}
 
 REGISTRY: dict[tuple[str, str], GrowthOp] = {
-    (o.dim, o.name): o
-    for o in (
-        *(GrowthOp("depth", n, _depth(n)) for n in ("stack", "interpolate", "zero", "random")),
-        *(GrowthOp("width", n, _width(n)) for n in ("interpolate", "stack", "random")),
-        *(GrowthOp("ffn", n, _ffn(n)) for n in ("stack", "interpolate", "zero", "random")),
-        *(GrowthOp("len", n, _len) for n in ("truncate", "pool")),
-    )
+    (dim, name): GrowthOp(dim, name, _BUILDERS[dim](name)) for (dim, name) in OPERATORS
 }
 
 
@@ -80,16 +68,19 @@ class GrowthMaps:
 
 
 def check_transition(old: EncoderConfig, new: EncoderConfig) -> None:
+    """The front end's transition check (growlang.growth.transition_ops: shrinks, heads and
+    head_dim) on two model configs, plus the model keys a growth cannot change."""
     for key in ("family", "vocab", "max_len", "type_vocab"):
         if getattr(old, key) != getattr(new, key):
             raise UserError(f"cannot change {key} at growth ({getattr(old, key)} -> {getattr(new, key)})")
-    for key in ("depth", "width", "ffn"):
-        if getattr(new, key) < getattr(old, key):
-            raise UserError(f"{key} shrinks ({getattr(old, key)} -> {getattr(new, key)}): growth only grows")
-    if new.head_dim != old.head_dim:
-        raise UserError(f"heads follow width at fixed head_dim {old.head_dim}: width {new.width} needs "
-                        f"{new.width // old.head_dim} heads, not {new.heads} (growing heads at fixed width "
-                        f"is not supported)")
+
+    def shape(c: EncoderConfig) -> Shape:
+        return Shape(c.depth, c.width, c.heads, c.ffn, c.max_len)
+
+    _, found = transition_ops(shape(old), shape(new), old.family, {}, {}, Span.whole_file(), "this growth")
+    errors = [d.message + (f" ({d.hint})" if d.hint else "") for d in found if d.is_error]
+    if errors:
+        raise UserError("; ".join(errors))
 
 
 def grow(state: State, old_cfg: EncoderConfig, new_cfg: EncoderConfig, ops: tuple[OpUse, ...],

@@ -93,7 +93,7 @@ def test_check_does_not_import_torch() -> None:
 
 
 def test_parse_growth_request() -> None:
-    from growlang.compiler import parse_growth_request
+    from growlang.growth_request import parse_growth_request
     from growlang.diagnostics import Problems
     from growlang.plan import ModelSpec, Shape
 

@@ -30,7 +30,7 @@ def unmask(b, mask_id=SP.mask):
 
 @pytest.mark.parametrize("T, mask", [(8, 0.15), (128, 0.15), (512, 0.3), (2, 0.15)])
 def test_masked_positions_count_range_order(T, mask):
-    b = stream().batch(16, T, mask, step=0)
+    b = stream().batch(16, T, predicted_positions(mask, T), step=0)
     P = predicted_positions(mask, T)
     assert b.input_ids.shape == (16, T) and b.positions.shape == b.targets.shape == (16, P)
     assert b.input_ids.dtype == b.positions.dtype == b.targets.dtype == torch.long
@@ -41,7 +41,7 @@ def test_masked_positions_count_range_order(T, mask):
 
 
 def test_80_10_10_proportions():
-    b = stream().batch(512, 256, 0.15, step=7)
+    b = stream().batch(512, 256, predicted_positions(0.15, 256), step=7)
     got = b.input_ids.gather(1, b.positions)
     n = got.numel()  # 512 * 38 = 19456 draws: 3 sigma of a 10% share is about 0.65%
     masked = (got == SP.mask).float().mean().item()
@@ -56,11 +56,11 @@ def test_80_10_10_proportions():
 
 def test_no_replay_across_stages_and_epochs_wrap():
     s = stream(ids=np.arange(10, 1010))
-    a = unmask(s.batch(4, 101, 0.15, step=0))[:, 1:].flatten()  # 400 tokens
-    b = unmask(s.batch(2, 201, 0.15, step=1))[:, 1:].flatten()  # the next 400 at a longer length
+    a = unmask(s.batch(4, 101, predicted_positions(0.15, 101), step=0))[:, 1:].flatten()  # 400 tokens
+    b = unmask(s.batch(2, 201, predicted_positions(0.15, 201), step=1))[:, 1:].flatten()  # the next 400 at a longer length
     assert torch.equal(torch.cat([a, b]), torch.arange(10, 810))
     assert s.state_dict()["pos"] == 800 and s.state_dict()["epoch"] == 0
-    c = unmask(s.batch(3, 101, 0.15, step=2))[:, 1:].flatten()
+    c = unmask(s.batch(3, 101, predicted_positions(0.15, 101), step=2))[:, 1:].flatten()
     assert torch.equal(c, torch.cat([torch.arange(810, 1010), torch.arange(10, 110)]))
     assert s.state_dict()["pos"] == 100 and s.state_dict()["epoch"] == 1
 
@@ -68,26 +68,26 @@ def test_no_replay_across_stages_and_epochs_wrap():
 def test_resume_is_bitwise_identical():
     s = stream(seed=5)
     for step in range(3):
-        s.batch(8, 64, 0.15, step)
+        s.batch(8, 64, predicted_positions(0.15, 64), step)
     state = s.state_dict()
-    expected = [s.batch(8, 128, 0.15, step) for step in range(3, 6)]
+    expected = [s.batch(8, 128, predicted_positions(0.15, 128), step) for step in range(3, 6)]
     r = stream(seed=0)
     r.load_state_dict(state)
     for step, e in zip(range(3, 6), expected):
-        got = r.batch(8, 128, 0.15, step)
+        got = r.batch(8, 128, predicted_positions(0.15, 128), step)
         assert all(torch.equal(x, y) for x, y in zip(vars(got).values(), vars(e).values()))
 
 
 def test_masks_depend_on_seed_and_step():
-    a = stream(seed=0).batch(4, 64, 0.15, step=0)
-    assert not torch.equal(a.positions, stream(seed=1).batch(4, 64, 0.15, step=0).positions)
-    assert not torch.equal(a.positions, stream(seed=0).batch(4, 64, 0.15, step=1).positions)
+    a = stream(seed=0).batch(4, 64, predicted_positions(0.15, 64), step=0)
+    assert not torch.equal(a.positions, stream(seed=1).batch(4, 64, predicted_positions(0.15, 64), step=0).positions)
+    assert not torch.equal(a.positions, stream(seed=0).batch(4, 64, predicted_positions(0.15, 64), step=1).positions)
 
 
 def test_shards_partition_the_global_batch():
-    full = stream().batch(8, 32, 0.15, step=3)
+    full = stream().batch(8, 32, predicted_positions(0.15, 32), step=3)
     shards = [stream().shard(r, 4) for r in range(4)]
-    parts = [s.batch(8, 32, 0.15, step=3) for s in shards]
+    parts = [s.batch(8, 32, predicted_positions(0.15, 32), step=3) for s in shards]
     for field in ("input_ids", "positions", "targets"):
         rebuilt = torch.empty_like(getattr(full, field))
         for r, p in enumerate(parts):
@@ -95,11 +95,11 @@ def test_shards_partition_the_global_batch():
         assert torch.equal(rebuilt, getattr(full, field))
     assert all(s.state_dict() == shards[0].state_dict() for s in shards)
     with pytest.raises(ValueError):
-        stream().shard(0, 3).batch(8, 32, 0.15, step=0)
+        stream().shard(0, 3).batch(8, 32, predicted_positions(0.15, 32), step=0)
 
 
 def test_micro_batches_split_the_batch():
-    b = stream().batch(10, 16, 0.15, 0)
+    b = stream().batch(10, 16, predicted_positions(0.15, 16), 0)
     parts = b.split(4)
     assert [p.input_ids.shape[0] for p in parts] == [4, 4, 2]
     assert torch.equal(torch.cat([p.targets for p in parts]), b.targets)
@@ -148,7 +148,7 @@ def test_load_data_end_to_end_and_cached(corpus, tmp_path):
     other = load_data(spec, 500, seed=1, cache_dir=tmp_path)  # another split, same token cache
     assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
     assert len(other.train_ids) + len(other.eval_ids) == len(d.train_ids) + len(d.eval_ids)
-    b = TokenStream(again.train_ids, 0, again.specials).batch(2, 64, 0.15, 0)
+    b = TokenStream(again.train_ids, 0, again.specials).batch(2, 64, predicted_positions(0.15, 64), 0)
     assert b.input_ids.max() < 500
     d.check(str(corpus), batch=8, read_len=128, eval_batch=2, eval_len=128)
     with pytest.raises(UserError, match="eval tokens"):

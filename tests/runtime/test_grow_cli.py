@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
-from growlang.runtime.grow_cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, main, parse_ops, parse_sizes
+from growlang.runtime.grow_cli import EXIT_OK, EXIT_PROBLEM, main
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,15 @@ def ns(src, out, to, by="", seed=None):
 
 
 def test_parsers():
-    assert parse_sizes("depth=12 ffn=4x width=768", 32) == {"depth": 12, "width": 768, "ffn": 3072}
-    assert parse_ops("depth by zero(where=top), width by interpolate(noise=0.01)") == [
-        ("depth", "zero", (("where", "top"),)), ("width", "interpolate", (("noise", 0.01),))]
+    """The request goes through the front end's parser (growlang.growth_request)."""
+    from growlang.growth_request import parse_growth_request
+    from growlang.plan import ModelSpec, OpUse, Shape
+
+    old, model = Shape(2, 32, 4, 64, 64), ModelSpec("bert", 90, 8, 64)
+    sizes, _ = parse_growth_request("depth=12 ffn=4x width=768", "", old, model)
+    assert {k: sizes[k] for k in ("depth", "width", "ffn")} == {"depth": 12, "width": 768, "ffn": 3072}
+    _, ops = parse_growth_request("depth=4", "depth by zero(where=top), width by interpolate(noise=0.01)")
+    assert ops == (OpUse("depth", "zero", (("where", "top"),)), OpUse("width", "interpolate", (("noise", 0.01),)))
 
 
 def test_grow_exact(src, tmp_path, capsys):
@@ -52,19 +58,40 @@ def test_grow_depth_and_defaults(src, tmp_path, capsys):
     assert "width by interpolate (default): approximate" in text  # 32 -> 48 is uneven
 
 
-@pytest.mark.parametrize("to,by,code,msg", [
-    ("depth=1", "", EXIT_PROBLEM, "shrinks"),
-    ("depth=4", "depth by teleport", EXIT_PROBLEM, "unknown operator"),
-    ("width=44", "", EXIT_PROBLEM, "head_dim"),
-    ("depth 4", "", EXIT_USAGE, "KEY=VALUE"),
-    ("depth=4", "depth stack", EXIT_USAGE, "DIM by OP"),
-    ("colour=4", "", EXIT_USAGE, "unknown size"),
+# Every problem in a request exits 1 and prints as `check` prints a schedule's (code, place, hint).
+@pytest.mark.parametrize("to,by,msg", [
+    ("depth=1", "", "error[E401]: `depth` shrinks from 2 to 1"),
+    ("depth=4", "depth by teleport", "error[E104]: unknown operator `teleport` for `depth`"),
+    ("width=44", "", "error[E203]: `width` 44 is not divisible by head_dim 8"),
+    ("depth 4", "", "error[E0"),
+    ("depth=4", "depth stack", "error[E0"),
+    ("colour=4", "", "unknown key `colour`"),
+    ("depth=4", "width by interpolate(nosie=0.1)", "error[E106]: unknown argument `nosie`"),
+    ("depth=4", "depth by zero(where=middle)", "error[E106]: `where` of `zero` must be one of even, top"),
+    ("depth=4", "depth by zero(wher=top)", "error[E106]: unknown argument `wher`"),
+    ("width=64", "width by interpolate(noise=-1)", "error[E106]: `noise` of `interpolate` must be at least 0"),
+    ("len=1k", "", "error[E204]: `len` 1000 is above max_len 64"),
 ])
-def test_bad_requests(src, tmp_path, capsys, to, by, code, msg):
+def test_bad_requests(src, tmp_path, capsys, to, by, msg):
     out = tmp_path / "never"
-    assert main(ns(src, out, to, by)) == code
-    assert msg in capsys.readouterr().err
+    assert main(ns(src, out, to, by)) == EXIT_PROBLEM
+    err = capsys.readouterr().err
+    assert msg in err and " --> growlang grow --to/--by:" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_typo_hint_and_no_model_loaded(tmp_path, capsys):
+    """An operator-argument typo is found before SRC is even read, with a did-you-mean hint."""
+    assert main(ns(tmp_path / "nope", tmp_path / "o", "depth=4", "width by interpolate(nosie=0.1)")) == EXIT_PROBLEM
+    err = capsys.readouterr().err
+    assert "E106" in err and "noise" in err.split("unknown argument")[1] and "no such folder" not in err
+
+
+def test_numbers_parse_as_in_grow_files():
+    from growlang.growth_request import parse_growth_request
+
+    sizes, _ = parse_growth_request("depth=1B width=2k", "")
+    assert sizes == {"depth": 1_000_000_000, "width": 2000}
 
 
 def test_bad_folders(src, tmp_path, capsys):

@@ -111,3 +111,12 @@ def test_dropout_only_in_train_mode():
 def test_too_long():
     with pytest.raises(ValueError, match="max_len"):
         make(max_len=8)(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_encoder_len_from_the_plan_is_asserted():
+    m = make("bert")
+    ids = torch.randint(0, 60, (2, 33))
+    pos = torch.tensor([[3, 8, 30], [1, 2, 32]])
+    assert m(ids, pos, pool=4, encoder_len=encoder_len(33, 4, 3)).shape == (2, 3, 60)
+    with pytest.raises(AssertionError, match="the plan says 20"):
+        m(ids, pos, pool=4, encoder_len=20)

@@ -43,8 +43,8 @@ def test_outputs_and_metrics(finished, capsys):
     assert all(r["loss"] > 0 and r["lr"] > 0 and r["tokens_per_s"] > 0 for r in train)
     assert [r["step"] for r in train if "eval_loss" in r] == [2, 4, 6, 8]
     small, big = plan.stages
-    assert train[3]["tokens"] == 4 * small.batch * small.read_len
-    assert train[-1]["tokens"] == 4 * (small.batch * small.read_len + big.batch * big.read_len)
+    assert train[3]["tokens"] == 4 * small.batch * small.reading.read_len
+    assert train[-1]["tokens"] == 4 * (small.batch * small.reading.read_len + big.batch * big.reading.read_len)
     flops = 4 * small.batch * small.cost.flops_per_seq + 4 * big.batch * big.cost.flops_per_seq
     assert train[-1]["flops"] == pytest.approx(flops)
     assert all(a["time"] <= b["time"] for a, b in zip(train, train[1:]))

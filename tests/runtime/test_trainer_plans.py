@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from growlang.accounting import predicted_positions, stage_cost
+from growlang.accounting import reading, stage_cost
 from growlang.plan import DataSpec, ModelSpec, OpUse, PathCost, Plan, Shape, StagePlan, TrainSpec, TransitionPlan
 
 WORDS = (
@@ -58,11 +58,10 @@ def make_plan(stages, transitions=(), *, train=None, model=None, data=None, eval
         pool = st[4] if len(st) > 4 else 1
         kids = [s for s in stages if s[1] == sname]
         read_len = kids[0][2].len if pool > 1 else shape.len
-        cost = stage_cost(model, shape, batch=train.batch, steps=steps, read_len=read_len, pool=pool,
-                          mask=data.mask, precision=train.precision)
-        out.append(StagePlan(name=sname, parent=parent, shape=shape, steps=steps, batch=train.batch, lr=train.lr,
-                             read_len=read_len, pool=pool, predicted=predicted_positions(data.mask, read_len),
-                             cost=cost))
+        read = reading(shape.len, read_len, pool, data.mask)
+        cost = stage_cost(model, shape, read, batch=train.batch, steps=steps, precision=train.precision)
+        out.append(StagePlan(name=sname, parent=parent, shape=shape, steps=steps, batch=train.batch,
+                             micro_batch=min(train.micro_batch, train.batch), lr=train.lr, reading=read, cost=cost))
     trans = tuple(TransitionPlan(by_name[c][1], c, tuple(ops)) for c, ops in transitions.items())
     leaves = [s for s in out if not any(t.src == s.name for t in trans)]
     paths = tuple(PathCost(stages=(leaf.name,), tokens=0, flops=0.0, baseline_flops=1.0, saving=0.0, speedup=1.0)
@@ -90,7 +89,7 @@ def test_plan_builder_round_trips():
     plan = grow_all_plan()
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
     small, big = plan.stages
-    assert (small.read_len, small.pool, big.read_len) == (32, 2, 32)
+    assert (small.reading.read_len, small.reading.pool, big.reading.read_len) == (32, 2, 32)
     assert plan.transition_into("big").op_for("len").op == "pool"
 
 

@@ -1,22 +1,39 @@
-"""Checked schedule + stage graph -> the frozen `Plan` (plan.py): shapes, transitions with
-resolved operators, pooling, costs (accounting.py) and one `PathCost` per root-to-leaf path.
+"""The checks across a schedule's parts and its stage graph: paths exist (E207), growth clauses,
+shapes, transitions with resolved operators (W409), and how each stage reads data under
+`len by pool` (E406). What they resolve goes to `assemble` as one `CheckedSchedule`.
 """
 
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from growlang import accounting
+import networkx as nx
+
 from growlang.diagnostics import Diagnostic, error, warning
 from growlang.growth import check_items, transition_ops
-from growlang.plan import DataSpec, ModelSpec, PathCost, Plan, Shape, StagePlan, TrainSpec, TransitionPlan
-from growlang.schema import Parts
+from growlang.plan import DataSpec, ModelSpec, Shape, TransitionPlan
+from growlang.schema import Parts, Schedule, StageBlock
 from growlang.shapes import INHERITED, resolve_shape, value_spans, written_ffn
 
 
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+@dataclass(frozen=True)
+class CheckedSchedule:
+    """A schedule every check passed, with the values the checks resolved (assemble's input)."""
+
+    path: Path  # the .grow file
+    schedule: Schedule  # the validated blocks; which keys were written gives `defaults_used`
+    model: ModelSpec
+    data: DataSpec  # paths resolved against the schedule's folder
+    order: tuple[str, ...]  # stage names, parents before children (file order among siblings)
+    parents: Mapping[str, str | None]
+    blocks: Mapping[str, StageBlock]
+    lines: Mapping[str, int]  # where each stage is written
+    shapes: Mapping[str, Shape]
+    transitions: Mapping[tuple[str, str], TransitionPlan]  # (parent, child) -> operators
+    reads: Mapping[str, tuple[int, int]]  # stage -> (read_len, pool) under `len by pool`
 
 
 def resolve_path(value: str, base: Path) -> tuple[str, bool]:
@@ -29,13 +46,12 @@ def resolve_path(value: str, base: Path) -> tuple[str, bool]:
     return text, bool(glob.glob(text)) if any(c in value for c in "*?[") else full.exists()
 
 
-def build_plan(syntax, parts: Parts, graph, path: Path, complete: bool = True) -> tuple[Plan | None, list[Diagnostic]]:
+def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
+                   complete: bool = True) -> tuple[CheckedSchedule | None, list[Diagnostic]]:
     """Checks every relation it can (a part that failed validation is skipped with whatever depends
-    on it), then assembles the Plan when `complete` (no errors before) and none were found here."""
-    import networkx as nx
-
+    on it); returns the CheckedSchedule when `complete` (no errors before) and none were found here."""
     found: list[Diagnostic] = []
-    m, d, t = parts.model, parts.data, parts.train
+    m, d = parts.model, parts.data
     blocks = {}
     for b in syntax.blocks:
         blocks.setdefault(b.kind, b)  # a repeated block is an error; the first one is the one validated
@@ -50,11 +66,13 @@ def build_plan(syntax, parts: Parts, graph, path: Path, complete: bool = True) -
                                    setting.value.span, "paths are relative to the schedule file"))
 
     # Growth clauses name operators and arguments: checkable without shapes or the graph.
-    clauses, vias = {}, {}
+    clauses, vias = [], []  # by the stage's index in the file (a name may be written twice)
     for st in syntax.stages:
-        clauses[id(st)], problems = check_items(st.growth)
+        named, problems = check_items(st.growth)
+        clauses.append(named)
         found += problems
-        vias[id(st)], problems = check_items(st.via)
+        named, problems = check_items(st.via)
+        vias.append(named)
         found += problems
     if not graph.graph["acyclic"] or not len(graph):
         return None, found
@@ -65,7 +83,8 @@ def build_plan(syntax, parts: Parts, graph, path: Path, complete: bool = True) -
     for n in order:
         if parents[n] is not None:
             children_of[parents[n]].append(n)
-    stage_blocks = {n: (graph.nodes[n]["syntax"], parts.stages[graph.nodes[n]["index"]]) for n in graph}
+    index = {n: graph.nodes[n]["index"] for n in graph}
+    stage_blocks = {n: (graph.nodes[n]["syntax"], parts.stages[index[n]]) for n in graph}
     unsure = graph.graph["unsure"]
     shapes: dict[str, Shape] = {}
     ffn_in_force: dict[str, tuple] = {}  # (expression or None for the model's, known?), parents first
@@ -101,7 +120,7 @@ def build_plan(syntax, parts: Parts, graph, path: Path, complete: bool = True) -
         for child in children:
             cst = stage_blocks[child][0]
             if name in shapes and child in shapes and child not in unsure:
-                ops, problems = transition_ops(shapes[name], shapes[child], family, {**clauses[id(st)], **vias[id(cst)]},
+                ops, problems = transition_ops(shapes[name], shapes[child], family, {**clauses[index[name]], **vias[index[child]]},
                                                value_spans(cst), cst.name_span, f"`{name}` -> `{child}`")
                 found += problems
                 transitions[(name, child)] = TransitionPlan(name, child, ops)
@@ -127,8 +146,11 @@ def build_plan(syntax, parts: Parts, graph, path: Path, complete: bool = True) -
     if not complete or schedule is None or any(x.is_error for x in found):
         return None, found
 
-    from growlang.plan_costs import assemble
-
     model = ModelSpec(m.family, m.vocab, m.head_dim, m.max_len, m.type_vocab, m.dropout, m.layer_norm_eps)
     data = DataSpec(data_paths["corpus"], data_paths["tokenizer"], d.mask, d.holdout)
-    return assemble(path, model, data, t, schedule, stage_blocks, order, parents, shapes, transitions, pooling, found)
+    checked = CheckedSchedule(
+        path=path, schedule=schedule, model=model, data=data, order=tuple(order), parents=parents,
+        blocks={n: block for n, (_, block) in stage_blocks.items()},
+        lines={n: st.name_span.line for n, (st, _) in stage_blocks.items()},
+        shapes=shapes, transitions=transitions, reads=pooling)
+    return checked, found

@@ -1,0 +1,83 @@
+"""A `CheckedSchedule` -> the frozen `Plan`: each stage's reading, steps and costs
+(accounting.py), one `PathCost` per root-to-leaf path, and the defaults it used."""
+
+from __future__ import annotations
+
+from growlang import accounting
+from growlang.checks import CheckedSchedule
+from growlang.plan import PathCost, Plan, StagePlan, TrainSpec
+
+# BERT's warm-up was 10k of 1M steps: 1% of the longest path's steps when none is written.
+WARMUP_SHARE = 0.01
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        return v[0] if v[0] != "rewarm" else f"rewarm({v[1]})"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def defaults_used(schedule) -> list[str]:
+    used = []
+    for kind in ("model", "data", "train"):
+        block = getattr(schedule, kind)
+        for key in type(block).model_fields:
+            if key not in block.model_fields_set and key not in ("micro_batch", "warmup"):
+                used.append(f"{kind}.{key}={_fmt(getattr(block, key))}")
+    return used
+
+
+def assemble(checked: CheckedSchedule) -> Plan:
+    c, t = checked, checked.schedule.train
+    micro = t.micro_batch or t.batch
+    stages: dict[str, StagePlan] = {}
+    for name in c.order:
+        block, shape = c.blocks[name], c.shapes[name]
+        batch = block.batch or t.batch
+        read = accounting.reading(shape.len, *c.reads[name], c.data.mask)
+        steps = block.steps or accounting.steps_for_tokens(block.tokens, batch, read.read_len)
+        cost = accounting.stage_cost(c.model, shape, read, batch=batch, steps=steps, precision=t.precision)
+        stages[name] = StagePlan(name, c.parents[name], shape, steps, batch, min(micro, batch), block.lr or t.lr,
+                                 read, cost, c.lines[name])
+    paths = [path_cost(c, stages, leaf) for leaf in leaves(c)]
+    used = defaults_used(c.schedule)
+    warmup = t.warmup
+    if warmup is None:
+        longest = max(sum(stages[n].steps for n in p.stages) for p in paths)
+        warmup = max(1, round(WARMUP_SHARE * longest))
+        used.append(f"train.warmup={warmup} (1% of the longest path's steps)")
+    if t.micro_batch is None:
+        used.append(f"train.micro_batch={micro} (= batch)")
+    policy, rewarm = t.lr_on_grow
+    train = TrainSpec(t.batch, micro, t.lr, warmup, t.decay, t.min_lr, t.optimizer, t.weight_decay, t.beta1,
+                      t.beta2, t.eps, t.grad_clip, t.precision, t.seed, t.on_grow, policy, rewarm, t.eval_every,
+                      t.eval_batches, t.checkpoint_every, t.log_every, t.sharding)
+    return Plan(
+        name=c.path.stem,
+        source=str(c.path.absolute()),
+        model=c.model,
+        data=c.data,
+        train=train,
+        stages=tuple(stages[n] for n in c.order),
+        transitions=tuple(c.transitions[(c.parents[n], n)] for n in c.order if c.parents[n] is not None),
+        paths=tuple(paths),
+        eval_len=max(s.len for s in c.shapes.values()),
+        defaults_used=tuple(used),
+    )
+
+
+def leaves(c: CheckedSchedule) -> list[str]:
+    has_child = {c.parents[n] for n in c.order}
+    return [n for n in c.order if n not in has_child]
+
+
+def path_cost(c: CheckedSchedule, stages: dict[str, StagePlan], leaf: str) -> PathCost:
+    """The root-to-`leaf` path against the leaf model trained from scratch on the same tokens."""
+    chain = [leaf]
+    while c.parents[chain[-1]] is not None:
+        chain.append(c.parents[chain[-1]])
+    chain.reverse()
+    tokens = sum(stages[n].cost.tokens for n in chain)
+    flops = sum(stages[n].cost.flops for n in chain)
+    base = accounting.baseline_flops(c.model, c.shapes[leaf], tokens=tokens, batch=stages[leaf].batch, mask=c.data.mask)
+    return PathCost(tuple(chain), tokens, flops, base, 1 - flops / base, base / flops)
