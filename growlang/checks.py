@@ -125,7 +125,7 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
                 found += problems
                 transitions[(name, child)] = TransitionPlan(name, child, ops)
 
-    # `len by pool` on an edge makes the parent read the child's length (operators.md, len).
+    # `len by pool` on an edge makes the parent read the child's length (docs/operators.md, len).
     pooling: dict[str, tuple[int, int]] = {}
     for name in order:
         children = children_of[name]

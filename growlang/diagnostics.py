@@ -13,7 +13,7 @@ from typing import Iterable
 ERROR = "error"
 WARNING = "warning"
 
-# Every rejection class of ../shared/spec/language.md, with its code (docs/language.md lists them).
+# Every rejection class of the language, with its code (docs/language.md lists them).
 CODES = {
     "E001": "syntax: unexpected or missing token",
     "E002": "syntax: unterminated block, string or clause",

@@ -1,4 +1,4 @@
-"""Growth clauses -> checked `OpUse`s for one transition (operators.md; language.md "Growth").
+"""Growth clauses -> checked `OpUse`s for one transition (docs/operators.md; language.md "Growth").
 
 Used by the compiler for every edge of the stage graph and by `growlang grow` through
 `parse_growth_request`, so both validate operators the same way.
@@ -11,7 +11,7 @@ from growlang.operators import DEFAULT_OPERATOR, DIMENSIONS, OPERATORS, all_oper
 from growlang.plan import OpUse, Shape
 from growlang.syntax import GrowthItem
 
-GROWABLE = ("depth", "width", "ffn", "len")  # heads follow width at fixed head_dim (operators.md)
+GROWABLE = ("depth", "width", "ffn", "len")  # heads follow width at fixed head_dim (docs/operators.md)
 
 
 def check_items(items: tuple[GrowthItem, ...]) -> tuple[dict[str, GrowthItem], list[Diagnostic]]:

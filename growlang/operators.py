@@ -2,7 +2,7 @@
 preservation classes. Torch-free; `growlang.runtime.operators` registers the weight mappings under
 the same names and a test asserts the two registries agree.
 
-Preservation classes (operators.md): "exact" keeps the logits (fp32 allclose), "approximate"
+Preservation classes (docs/operators.md): "exact" keeps the logits (fp32 allclose), "approximate"
 changes them by a measured, bounded amount, "none" does not try.
 """
 
@@ -43,7 +43,7 @@ def _even(n: int, m: int) -> bool:
 
 
 def _width_copy(n: int, m: int, fam: str, a: dict) -> str:
-    # Even copies keep LayerNorm statistics (operators.md, width); uneven ones or noise do not.
+    # Even copies keep LayerNorm statistics (docs/operators.md, width); uneven ones or noise do not.
     return "exact" if _even(n, m) and not a.get("noise") else "approximate"
 
 

@@ -1,7 +1,7 @@
 """Syntax objects -> validated pydantic values (`Schedule`), with every error as a Diagnostic.
 
 Pydantic owns single values (types, ranges, allowed words, unknown keys via extra="forbid");
-relations across stages live in the compiler (STYLE.md). Defaults are the ones docs/language.md
+relations across stages live in the compiler (pydantic for values, the compiler for relations). Defaults are the ones docs/language.md
 lists; `fields_set` tells the compiler which were used so `check` can print them.
 """
 

@@ -1,4 +1,4 @@
-"""Learning rate across stages: the three `lr_on_grow` policies of ../shared/spec/operators.md.
+"""Learning rate across stages: the three `lr_on_grow` policies of docs/operators.md.
 
 Every schedule is a multiplier m in [min_lr, 1] times the stage's peak `lr`, evaluated at a
 1-based position k = step + 1 of n steps, so no step is wasted at rate 0: the first step already

@@ -203,7 +203,7 @@ class Embeddings(nn.Module):
 
 
 def pool_embeddings(e: torch.Tensor, masked_positions: torch.Tensor, k: int) -> torch.Tensor:
-    """CompoundGrow's embedding pooling (Gu et al. 2021; operators.md, len by pool).
+    """CompoundGrow's embedding pooling (Gu et al. 2021; docs/operators.md, len by pool).
 
     [CLS] stays first; the unmasked embeddings of positions 1..T-1 are averaged in consecutive
     groups of k (masked ones left out of the mean, an all-masked group gives zeros); the masked

@@ -2,7 +2,7 @@
 
 Every operator is a pure function `(state, old_cfg, new_cfg, args, generator) -> state` on a state
 dict keyed by parameter name. `grow` applies the operators of one transition in the order
-operators.md prescribes (width, then ffn, then depth) and returns the index maps it used, which
+docs/operators.md prescribes (width, then ffn, then depth) and returns the index maps it used, which
 `carry_optimizer_state` replays on Adam's moments for `on_grow=carry`.
 """
 
@@ -116,7 +116,7 @@ def carry_optimizer_state(old_state: dict[str, dict], maps: GrowthMaps) -> dict[
     """Map AdamW moments (`{name: {"step", "exp_avg", "exp_avg_sq"}}`) with the weights' index maps.
 
     Where a weight is divided by c, exp_avg is divided by c and exp_avg_sq by c^2 (staged
-    training); fresh units start at zero; the step is kept (operators.md, on_grow=carry).
+    training); fresh units start at zero; the step is kept (docs/operators.md, on_grow=carry).
     """
     if not old_state:
         return {}

@@ -1,4 +1,4 @@
-"""The weight mappings of every growth operator (../../shared/spec/operators.md is authoritative).
+"""The weight mappings of every growth operator (docs/operators.md is the reference).
 
 Each builder returns, for every parameter of the grown model, the `ParamMap` that produces it from
 the old state. Builders read only the model's declared structure (`model.param_roles`): which axes

@@ -1,4 +1,4 @@
-"""Index maps and their application to tensors (operators.md, "Index maps").
+"""Index maps and their application to tensors (docs/operators.md, "Index maps").
 
 A growth step is described, per parameter of the grown model, by a `ParamMap`: which old parameter
 it comes from and, for every axis that grows, the source index of each new unit (-1 = a fresh
