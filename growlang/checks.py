@@ -14,6 +14,7 @@ import networkx as nx
 
 from growlang.diagnostics import Diagnostic, error, warning
 from growlang.growth import check_items, transition_ops
+from growlang.corpus_format import check_corpus
 from growlang.plan import DataSpec, ModelSpec, Shape, TransitionPlan
 from growlang.schema import Parts, Schedule, StageBlock
 from growlang.shapes import INHERITED, resolve_shape, value_spans, written_ffn
@@ -64,6 +65,10 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
                 setting = next(s for s in blocks["data"].settings if s.key == key)
                 found.append(error("E207", f"{key} `{getattr(d, key)}` not found (looked for {resolved})",
                                    setting.value.span, "paths are relative to the schedule file"))
+            elif key == "corpus" and (problem := check_corpus(resolved)):
+                setting = next(s for s in blocks["data"].settings if s.key == key)
+                found.append(error("E209", problem, setting.value.span,
+                                   "fix the file, or point `corpus=` at another one (docs/data.md lists the formats)"))
 
     # Growth clauses name operators and arguments: checkable without shapes or the graph.
     clauses, vias = [], []  # by the stage's index in the file (a name may be written twice)
@@ -147,7 +152,7 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
         return None, found
 
     model = ModelSpec(m.family, m.vocab, m.head_dim, m.max_len, m.type_vocab, m.dropout, m.layer_norm_eps)
-    data = DataSpec(data_paths["corpus"], data_paths["tokenizer"], d.mask, d.holdout)
+    data = DataSpec(data_paths["corpus"], data_paths["tokenizer"], d.mask, d.holdout, d.text_field)
     checked = CheckedSchedule(
         path=path, schedule=schedule, model=model, data=data, order=tuple(order), parents=parents,
         blocks={n: block for n, (_, block) in stage_blocks.items()},

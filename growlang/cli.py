@@ -1,6 +1,6 @@
-"""`growlang`: check, graph, run, grow, plot. Results on stdout, diagnostics and errors on stderr.
+"""`growlang`: check, graph, prepare, run, grow, plot. Results on stdout, diagnostics and errors on stderr.
 
-`check` and `graph` never import torch; `run`, `grow` and `plot` import the runtime lazily.
+`check` and `graph` never import torch; `prepare`, `run`, `grow` and `plot` import the runtime lazily.
 """
 
 from __future__ import annotations
@@ -143,6 +143,15 @@ def cmd_run(args) -> int:
     return run_plan(plan, out=out, resume=args.resume, device=args.device)
 
 
+def cmd_prepare(args) -> int:
+    plan, code = _plan_or_report(args.file)
+    if plan is None:
+        return code
+    from growlang.runtime.prepare import main as prepare_main  # lazy: tokenizers, datasets
+
+    return prepare_main(plan, Path(args.out) if args.out else None)
+
+
 def cmd_grow(args) -> int:
     from growlang.runtime.grow_cli import main as grow_main  # lazy: torch
 
@@ -175,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--nproc", type=int, default=1, metavar="N", help="processes (GPUs) to train on")
     p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("prepare", help="tokenize a schedule's corpus once into a token store", **kw)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", metavar="DIR", help="store folder (default: the cache, where `run` finds it); "
+                   "name it in `data { corpus=DIR }` to use it")
+    p.set_defaults(handler=cmd_prepare)
     p = sub.add_parser("grow", help="grow a saved checkpoint into a bigger model", **kw)
     p.add_argument("src", metavar="SRC")
     p.add_argument("--to", required=True, help="new shape, e.g. 'depth=12 width=768 ffn=3072'")

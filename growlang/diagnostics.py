@@ -33,6 +33,7 @@ CODES = {
     "E206": "root stage misses a shape key",
     "E207": "file or folder not found",
     "E208": "inconsistent settings (batch vs micro_batch, warmup)",
+    "E209": "corpus file empty, unreadable, not UTF-8 text, or a single document",
     "E301": "duplicate stage name",
     "E302": "unknown parent stage",
     "E303": "cycle between stages",

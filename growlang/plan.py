@@ -36,10 +36,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    corpus: str  # "builtin", or an absolute path / glob / saved datasets folder
+    corpus: str  # "builtin", or an absolute path / glob / saved datasets folder / token store
     tokenizer: str  # "builtin", or an absolute path to a Hugging Face tokenizer folder
     mask: float  # MLM mask rate
     holdout: float  # fraction of documents held out for evaluation
+    text_field: str = "text"  # the JSON field / column holding a document's text
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class DataBlock(_Frozen):
     tokenizer: str = "builtin"
     mask: float = Field(0.15, gt=0, lt=1)
     holdout: float = Field(0.01, gt=0, lt=1)
+    text_field: str = Field("text", min_length=1)
 
 
 class TrainBlock(_Frozen):

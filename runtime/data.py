@@ -1,18 +1,18 @@
 """Token streams and masked-LM batches.
 
-The documents are tokenized once, joined with [SEP] into one array of ids and cached next to the
-tokenizer cache (`$GROWLANG_CACHE/tokens/<corpus+tokenizer hash>.npz`); the train/eval split then
-picks documents out of it, so another seed or holdout does not tokenize again. A `TokenStream` reads that
-array front to back across all stages: every sequence is [CLS] + the next read_len-1 ids, so no
-token is seen twice in a pass, and at the end it wraps around and counts an epoch.
+The corpus is tokenized once into a token store (`runtime/store.py`, prepared by
+`runtime/prepare.py`): memory-mapped shards of whole documents, each ending in [SEP]. The
+train/eval split picks documents of it (`corpus.split_indices`), and `Documents` shows a list of
+them as one virtual token array without copying, so memory does not grow with the corpus. A
+`TokenStream` reads the training documents front to back across all stages: every sequence is
+[CLS] + the next read_len-1 ids, so no token is seen twice in a pass, and at the end it wraps
+around and counts an epoch.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +23,6 @@ from transformers import PreTrainedTokenizerFast
 from growlang.accounting import predicted_positions
 from growlang.plan import DataSpec
 from growlang.runtime.errors import UserError
-from growlang.runtime.tokenizer import cache_root, documents_hash, load_tokenizer, tokenizer_hash
-
-ENCODE_CHUNK = 2048  # documents per encode_batch call: bounds memory, keeps the Rust threads busy
-
 
 @dataclass(frozen=True)
 class Specials:
@@ -63,41 +59,42 @@ class Batch:
         return Batch(self.input_ids.to(device), self.positions.to(device), self.targets.to(device))
 
 
-def encode_documents(docs: list[str], tok: PreTrainedTokenizerFast,
-                     cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, ends): `docs` tokenized (no [CLS] added), each followed by one [SEP], concatenated;
-    document i is ids[ends[i-1]:ends[i]].
+class Documents:
+    """Documents `which` of a store (in that order) as one token array: `len()` and `read()`."""
 
-    Cached as .npz keyed by the documents and the tokenizer, so a second run loads in milliseconds.
-    """
-    key = hashlib.blake2b(f"{documents_hash(docs)}:{tokenizer_hash(tok)}".encode(), digest_size=12).hexdigest()
-    path = cache_root(cache_dir) / "tokens" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as cached:
-            return cached["ids"], cached["ends"]
-    dtype = np.uint16 if len(tok) <= np.iinfo(np.uint16).max + 1 else np.int32
-    backend, sep = tok.backend_tokenizer, np.array([tok.sep_token_id], dtype=dtype)
-    parts = []
-    for i in range(0, len(docs), ENCODE_CHUNK):
-        # encode_batch_fast skips the offsets we never use; the Rust side runs on all cores
-        for enc in backend.encode_batch_fast(docs[i:i + ENCODE_CHUNK], add_special_tokens=False):
-            parts.append(np.concatenate([np.asarray(enc.ids, dtype=dtype), sep]))
-    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)  # write, then rename: atomic
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, ids=ids, ends=ends)
-    os.replace(tmp, path)
-    return ids, ends
+    def __init__(self, store, which: np.ndarray):
+        self.store = store
+        which = np.asarray(which, dtype=np.int64)
+        self.starts = store.starts[which]
+        self.ends = np.cumsum(store.lengths[which])  # where each document ends in this view
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """ids[start:start+count] of the view (start + count <= len)."""
+        i = int(np.searchsorted(self.ends, start, side="right"))
+        pieces, pos = [], start
+        while count > 0:
+            begin = int(self.ends[i - 1]) if i else 0
+            take = min(count, int(self.ends[i]) - pos)
+            at = int(self.starts[i]) + pos - begin
+            pieces.append(self.store.read(at, at + take))
+            pos, count, i = pos + take, count - take, i + 1
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
 
-def select_documents(ids: np.ndarray, ends: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """The token ids of documents `which` (in that order), from `encode_documents`' output."""
-    starts = np.concatenate([[0], ends[:-1]])
-    if len(which) == 0:
-        return ids[:0]
-    return np.concatenate([ids[starts[i]:ends[i]] for i in which])
+class Array:
+    """A plain id array with the same interface as `Documents` (tests, benchmarks)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        return self.ids[start:start + count]
 
 
 def check_enough(n_tokens: int, n: int, read_len: int, corpus: str, what: str = "training") -> None:
@@ -146,10 +143,13 @@ class TokenStream:
     process would see.
     """
 
-    def __init__(self, ids: np.ndarray, seed: int, specials: Specials, salt: str = "train"):
+    def __init__(self, ids, seed: int, specials: Specials, salt: str = "train", identity: str | None = None):
+        """`ids`: a `Documents` view, or a numpy array; `identity`: what names its content (the
+        store's digest), checked on resume."""
+        ids = Array(ids) if isinstance(ids, np.ndarray) else ids
         if len(ids) == 0:
             raise UserError("the token stream is empty: the corpus has no tokens")
-        self.ids, self.seed, self.specials, self.salt = ids, seed, specials, salt
+        self.ids, self.seed, self.specials, self.salt, self.identity = ids, seed, specials, salt, identity
         self.pos = 0  # next token to read
         self.epoch = 0  # completed passes over the stream
         self.rank, self.world_size = 0, 1
@@ -161,11 +161,14 @@ class TokenStream:
         return self
 
     def _read(self, count: int) -> np.ndarray:
-        n = len(self.ids)
-        idx = (self.pos + np.arange(count, dtype=np.int64)) % n
-        self.epoch += (self.pos + count) // n
-        self.pos = (self.pos + count) % n
-        return np.asarray(self.ids[idx], dtype=np.int64)
+        n, pieces = len(self.ids), []
+        while count > 0:  # to the end of the stream, then around
+            take = min(count, n - self.pos)
+            pieces.append(np.asarray(self.ids.read(self.pos, take), dtype=np.int64))
+            count -= take
+            self.epoch += (self.pos + take) // n
+            self.pos = (self.pos + take) % n
+        return np.concatenate(pieces)
 
     def batch(self, n: int, read_len: int, predicted: int, step: int) -> Batch:
         """The global batch for `step`: n sequences of [CLS] + the next read_len-1 stream tokens,
@@ -183,12 +186,18 @@ class TokenStream:
         return Batch(b.input_ids[rows], b.positions[rows], b.targets[rows])
 
     def state_dict(self) -> dict:
-        return {"pos": self.pos, "epoch": self.epoch, "seed": self.seed, "n_tokens": len(self.ids)}
+        return {"pos": self.pos, "epoch": self.epoch, "seed": self.seed, "n_tokens": len(self.ids),
+                "store": self.identity}
 
     def load_state_dict(self, state: dict) -> None:
         if state["n_tokens"] != len(self.ids):
             raise UserError(f"the checkpoint's token stream had {state['n_tokens']:,} tokens but the corpus now "
-                            f"gives {len(self.ids):,}: the corpus or tokenizer changed since the run started")
+                            f"gives {len(self.ids):,}: the corpus or tokenizer changed since the run started; "
+                            "restore them, or start a new run into another --out")
+        if state.get("store") and self.identity and state["store"] != self.identity:
+            raise UserError("the corpus or tokenizer changed since the run started: its token store's content "
+                            f"(digest {state['store'][:12]}) differs from the one it reads now ({self.identity[:12]}); "
+                            "restore them, or start a new run into another --out")
         self.pos, self.epoch, self.seed = int(state["pos"]), int(state["epoch"]), int(state["seed"])
 
 
@@ -206,12 +215,13 @@ def eval_batches(eval_ids: np.ndarray, n_batches: int, batch: int, read_len: int
 
 @dataclass
 class Data:
-    """Everything a run reads: the tokenizer and the train and eval token arrays."""
+    """Everything a run reads: the tokenizer, the train and eval token views and their store."""
 
     tokenizer: PreTrainedTokenizerFast
     specials: Specials
-    train_ids: np.ndarray
-    eval_ids: np.ndarray
+    train_ids: Documents
+    eval_ids: Documents
+    digest: str  # the store's content digest: the stream's identity on resume
 
     def check(self, corpus: str, batch: int, read_len: int, eval_batch: int, eval_len: int) -> None:
         """UserError unless both streams fill one batch at the given (longest) length."""
@@ -219,13 +229,17 @@ class Data:
         check_enough(len(self.eval_ids), eval_batch, eval_len, corpus, "eval")
 
 
-def load_data(spec: DataSpec, vocab: int, seed: int, cache_dir: Path | None = None) -> Data:
-    """Corpus -> tokenizer -> token ids (cached, independent of the split) -> train/eval split."""
-    from growlang.runtime.corpus import read_documents, split_indices
+def load_data(spec: DataSpec, vocab: int, seed: int, cache_dir: Path | None = None, eval_tokens: int = 0,
+              progress: bool = True) -> Data:
+    """Corpus -> tokenizer -> token store (reused, independent of the split) -> train/eval views.
 
-    docs = list(read_documents(spec)["text"])
-    tok = load_tokenizer(spec, vocab, cache_dir, docs=docs)
-    ids, ends = encode_documents(docs, tok, cache_dir)
-    train_idx, eval_idx = split_indices(len(docs), spec.holdout, seed)
-    return Data(tok, Specials.from_tokenizer(tok), select_documents(ids, ends, train_idx),
-                select_documents(ids, ends, eval_idx))
+    `eval_tokens`: the held-out documents hold at least this many tokens when the corpus allows
+    (one eval batch; `corpus.split_indices`)."""
+    from growlang.runtime.corpus import split_indices
+    from growlang.runtime.prepare import prepare
+
+    prepared = prepare(spec, vocab, cache_dir, progress=progress)
+    store = prepared.store
+    train_idx, eval_idx = split_indices(store.n_documents, spec.holdout, seed, store.lengths, eval_tokens)
+    return Data(prepared.tokenizer, Specials.from_tokenizer(prepared.tokenizer), Documents(store, train_idx),
+                Documents(store, eval_idx), store.digest)

@@ -16,10 +16,11 @@ import json
 import os
 import shlex
 import shutil
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from growlang.plan import Plan, StagePlan
+from growlang.plan import DataSpec, ModelSpec, Plan, StagePlan, TrainSpec
 from growlang.runtime.errors import UserError
 
 FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -158,9 +159,12 @@ def plan_diff(old: dict, plan: Plan) -> list[Change]:
     """Every difference between the plan.json of a run and `plan` (the one plan diff: the resume
     refusal and the resume note both read it)."""
     cur, changes = _normal(plan), []
-    for block in ("model", "data", "train"):
-        for k in sorted(set(old.get(block, {})) | set(cur[block])):
-            a, b = old.get(block, {}).get(k), cur[block].get(k)
+    for block, spec in (("model", ModelSpec), ("data", DataSpec), ("train", TrainSpec)):
+        # a key added to the language since the run started counts with its default
+        was = {**{f.name: f.default for f in dataclasses.fields(spec) if f.default is not dataclasses.MISSING},
+               **old.get(block, {})}
+        for k in sorted(set(was) | set(cur[block])):
+            a, b = was.get(k), cur[block].get(k)
             if a != b:
                 changes.append(Change(block, k, f"{block}.{k} {a} -> {b}"))
     was = {s["name"]: s for s in old.get("stages", [])}

@@ -150,15 +150,23 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     if dev.type == "cpu" and plan.train.precision != "fp32":
         print(f"note: precision={plan.train.precision} runs as fp32 on the CPU", file=sys.stderr)
 
-    data = load_data(plan.data, plan.model.vocab, plan.train.seed)
+    micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
+    eval_tokens = micro * (plan.eval_len - 1)  # the held-out documents fill at least one eval batch
+
+    def read_data():
+        return load_data(plan.data, plan.model.vocab, plan.train.seed, eval_tokens=eval_tokens, progress=par.is_main)
+
+    if par.active:  # rank 0 prepares the token store when it is missing, the others wait for it
+        par.on_main(lambda: read_data() is None)
+    data = read_data()
     if len(data.tokenizer) != plan.model.vocab:
         raise UserError(f"the tokenizer has {len(data.tokenizer)} tokens but `model {{ vocab={plan.model.vocab} }}`; "
                         f"set vocab={len(data.tokenizer)}")
     for s in plan.stages:
         check_enough(len(data.train_ids), s.batch, s.reading.read_len, plan.data.corpus)
-    micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
     check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
-    stream = TokenStream(data.train_ids, plan.train.seed, data.specials).shard(par.rank, par.world_size)
+    stream = TokenStream(data.train_ids, plan.train.seed, data.specials,
+                         identity=data.digest).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
                          plan.train.seed, data.specials)
     if par.is_main:

@@ -1,9 +1,10 @@
 """The tokenizer of a run: a WordPiece trained on the corpus (`tokenizer=builtin`), or a local one.
 
-`builtin` trains a BERT-style uncased WordPiece with the `tokenizers` library on the run's corpus
-(the State of the Union corpus for `corpus=builtin`) with exactly `model { vocab }` entries, and
-caches it under `$GROWLANG_CACHE/tokenizers/<key>/` (default `~/.cache/growlang`), keyed by the
-corpus text, the vocab size and TRAINER_VERSION. Training is deterministic (see `train_wordpiece`).
+`builtin` trains a BERT-style uncased WordPiece with the `tokenizers` library on a bounded,
+deterministic sample of the run's corpus (`sample_documents`: all of it up to SAMPLE_CHARS, e.g.
+the whole State of the Union corpus for `corpus=builtin`) with exactly `model { vocab }` entries,
+and caches it under `$GROWLANG_CACHE/tokenizers/<key>/` (default `~/.cache/growlang`), keyed by the
+corpus fingerprint, the vocab size and TRAINER_VERSION. Training is deterministic (`train_wordpiece`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # transformers takes seconds to import; training a vocab does
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, BERT's names
 TRAINER_VERSION = "wordpiece-v1"  # bump when training changes, so old caches are not reused
 MAX_ALPHABET = 1000  # BERT's limit_alphabet
+SAMPLE_CHARS = 32 << 20  # the builtin tokenizer trains on at most this much text of the corpus
+ALPHABET_CHUNK = 4096  # documents counted at a time
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -34,16 +37,6 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     return Path(os.environ.get("GROWLANG_CACHE") or Path.home() / ".cache" / "growlang")
-
-
-def documents_hash(docs: list[str]) -> str:
-    """A content hash of a list of documents (order matters)."""
-    h = hashlib.blake2b(digest_size=16)
-    for d in docs:
-        b = d.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))  # length prefix: ["ab","c"] != ["a","bc"]
-        h.update(b)
-    return h.hexdigest()
 
 
 def tokenizer_hash(tok: PreTrainedTokenizerFast) -> str:
@@ -56,10 +49,13 @@ def _alphabet(docs: list[str], normalizer, limit: int) -> list[str]:
     # Count raw characters with numpy, then normalize each distinct one: the BERT normalizer works
     # character by character (lowercase, strip accents, drop control chars), and normalizing 73
     # characters instead of 12 MB of text takes the time from seconds to milliseconds.
-    raw = np.frombuffer("".join(docs).encode("utf-32-le"), dtype=np.uint32)
-    cps, n = np.unique(raw, return_counts=True)
+    raw_counts: dict[int, int] = {}
+    for i in range(0, len(docs), ALPHABET_CHUNK):  # in chunks: 4 bytes per character at a time
+        raw = np.frombuffer("".join(docs[i:i + ALPHABET_CHUNK]).encode("utf-32-le"), dtype=np.uint32)
+        for cp, c in zip(*(a.tolist() for a in np.unique(raw, return_counts=True))):
+            raw_counts[cp] = raw_counts.get(cp, 0) + c
     counts: dict[str, int] = {}
-    for cp, c in zip(cps.tolist(), n.tolist()):
+    for cp, c in sorted(raw_counts.items()):
         for ch in normalizer.normalize_str(chr(cp)):
             if not ch.isspace():
                 counts[ch] = counts.get(ch, 0) + c
@@ -118,16 +114,42 @@ def _atomic_save(tok: PreTrainedTokenizerFast, vocab: dict[str, int], folder: Pa
         shutil.rmtree(tmp, ignore_errors=True)  # left over when another process won the race
 
 
-def builtin_tokenizer(docs: list[str], vocab: int, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
-    """The WordPiece trained on `docs` with `vocab` entries, from the cache when it is there."""
-    key = hashlib.blake2b(f"{documents_hash(docs)}:{vocab}:{TRAINER_VERSION}".encode(), digest_size=12).hexdigest()
+def sample_documents(spec: DataSpec) -> list[str]:
+    """The documents the builtin tokenizer trains on: every k-th document, k = the corpus' size on
+    disk / SAMPLE_CHARS rounded up (1 for the builtin corpus: all of it), until SAMPLE_CHARS
+    characters (for a compressed corpus, whose size on disk understates its text, the sample
+    comes from its first files)."""
+    from growlang.runtime.corpus import ReadCounts, iter_documents
+
+    counts, sample, chars = ReadCounts(), [], 0
+    docs = iter_documents(spec, counts)
+    for i, d in enumerate(docs):
+        if i == 0:
+            stride = max(1, -(-counts.total // SAMPLE_CHARS))
+        if i % stride == 0:
+            sample.append(d)
+            chars += len(d)
+            if chars >= SAMPLE_CHARS:
+                break
+    if not sample:
+        raise UserError(f"corpus {spec.corpus} is empty: it holds no non-blank documents")
+    return sample
+
+
+def builtin_tokenizer(spec: DataSpec, vocab: int, fp_key: str, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
+    """The WordPiece trained on the corpus' sample with `vocab` entries, from the cache when it is there."""
+    key = hashlib.blake2b(f"{fp_key}:{vocab}:{TRAINER_VERSION}:{SAMPLE_CHARS}".encode(), digest_size=12).hexdigest()
     folder = cache_root(cache_dir) / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        words = train_wordpiece(docs, vocab)
+        words = train_wordpiece(sample_documents(spec), vocab)
         _atomic_save(bert_tokenizer(words), words, folder)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
 
 
 def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
@@ -136,8 +158,14 @@ def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
 
     folder = Path(os.path.expanduser(path))
     fix = "set `data { tokenizer=... }` to `builtin` or to a folder written by `save_pretrained`"
-    if not folder.is_dir():
+    if not folder.exists():
         raise UserError(f"tokenizer folder {path} does not exist; {fix}")
+    if not folder.is_dir():
+        raise UserError(f"tokenizer {path} is a file, not a folder; point `data {{ tokenizer=... }}` at the folder "
+                        "holding it and its tokenizer_config.json (a folder written by `save_pretrained`)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"tokenizer folder {path} holds no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); "
+                        f"{fix}")
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a bad folder
@@ -156,15 +184,13 @@ def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(spec: DataSpec, vocab: int, cache_dir: Path | None = None,
-                   docs: list[str] | None = None) -> PreTrainedTokenizerFast:
-    """The run's tokenizer with exactly `vocab` entries.
-
-    `builtin` trains on `docs` when given (all of the corpus' documents), else reads the corpus.
-    """
+                   fp_key: str | None = None) -> PreTrainedTokenizerFast:
+    """The run's tokenizer with exactly `vocab` entries (`fp_key`: the corpus fingerprint's key,
+    when the caller has it)."""
     if spec.tokenizer != "builtin":
         return local_tokenizer(spec.tokenizer, vocab)
-    if docs is None:
-        from growlang.runtime.corpus import read_documents
+    if fp_key is None:
+        from growlang.runtime.corpus import fingerprint, fingerprint_key
 
-        docs = list(read_documents(spec)["text"])
-    return builtin_tokenizer(docs, vocab, cache_dir)
+        fp_key = fingerprint_key(fingerprint(spec))
+    return builtin_tokenizer(spec, vocab, fp_key, cache_dir)

@@ -103,3 +103,10 @@ def test_reach_and_at_interpolate():
     assert g.reach(c, 4.0) == (None, None)
     assert g.at(c, 3.0) == pytest.approx(5.5)
     assert g.at(c, 0.5) is None
+
+
+@pytest.mark.slow  # trains two tokenizers and starts a run: about a minute on an idle 2-core machine
+def test_data_scale_tiny(tmp_path):
+    out = run(str(BENCH / "data_scale.py"), "--tiny", "--dir", str(tmp_path))
+    assert "old in-memory, 0.001 GB" in out and "store, 0.002 GB" in out and "load average after" in out
+    assert not list(tmp_path.glob(".store-*.tmp-*"))

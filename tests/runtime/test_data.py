@@ -9,8 +9,7 @@ import torch
 
 from growlang.accounting import predicted_positions
 from growlang.plan import DataSpec
-from growlang.runtime.data import (Specials, TokenStream, check_enough, encode_documents, eval_batches, load_data,
-                                   select_documents)
+from growlang.runtime.data import Specials, TokenStream, check_enough, eval_batches, load_data
 from growlang.runtime.errors import UserError
 
 SP = Specials(size=1000, cls=2, sep=3, mask=4, special=(0, 1, 2, 3, 4))
@@ -139,28 +138,25 @@ def test_load_data_end_to_end_and_cached(corpus, tmp_path):
     spec = DataSpec(corpus=str(corpus), tokenizer="builtin", mask=0.15, holdout=0.1)
     d = load_data(spec, 500, seed=0, cache_dir=tmp_path)
     assert d.specials == Specials(500, 2, 3, 4, (0, 1, 2, 3, 4))
+    train, ev = (v.read(0, len(v)) for v in (d.train_ids, d.eval_ids))
     n_docs = len(corpus.read_text().split("\n\n"))  # every document ends with one [SEP]
-    assert (d.train_ids == 3).sum() + (d.eval_ids == 3).sum() >= n_docs - 5
-    assert len(d.eval_ids) > 0 and len(d.train_ids) > 5 * len(d.eval_ids)
-    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
+    assert (train == 3).sum() + (ev == 3).sum() >= n_docs - 5
+    assert len(ev) > 0 and len(train) > 5 * len(ev)
+    assert len(list((tmp_path / "stores").iterdir())) == 1
     again = load_data(spec, 500, seed=0, cache_dir=tmp_path)
-    assert np.array_equal(again.train_ids, d.train_ids) and np.array_equal(again.eval_ids, d.eval_ids)
-    other = load_data(spec, 500, seed=1, cache_dir=tmp_path)  # another split, same token cache
-    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
-    assert len(other.train_ids) + len(other.eval_ids) == len(d.train_ids) + len(d.eval_ids)
+    assert np.array_equal(again.train_ids.read(0, len(train)), train) and again.digest == d.digest
+    other = load_data(spec, 500, seed=1, cache_dir=tmp_path)  # another split, same token store
+    assert len(list((tmp_path / "stores").iterdir())) == 1
+    assert len(other.train_ids) + len(other.eval_ids) == len(train) + len(ev)
     b = TokenStream(again.train_ids, 0, again.specials).batch(2, 64, predicted_positions(0.15, 64), 0)
     assert b.input_ids.max() < 500
     d.check(str(corpus), batch=8, read_len=128, eval_batch=2, eval_len=128)
     with pytest.raises(UserError, match="eval tokens"):
-        d.check(str(corpus), batch=8, read_len=128, eval_batch=len(d.eval_ids), eval_len=128)
+        d.check(str(corpus), batch=8, read_len=128, eval_batch=len(ev), eval_len=128)
 
 
-def test_encode_documents_joins_with_sep(corpus, tmp_path):
-    spec = DataSpec(corpus=str(corpus), tokenizer="builtin", mask=0.15, holdout=0.1)
-    tok = load_data(spec, 500, seed=0, cache_dir=tmp_path).tokenizer
-    ids, ends = encode_documents(["the union.", "the congress."], tok, tmp_path)
-    one, two = (tok(t, add_special_tokens=False)["input_ids"] for t in ("the union.", "the congress."))
-    assert ids.tolist() == one + [3] + two + [3] and ends.tolist() == [len(one) + 1, len(one) + len(two) + 2]
-    assert select_documents(ids, ends, np.array([1])).tolist() == two + [3]
-    assert select_documents(ids, ends, np.array([], dtype=int)).tolist() == []
-    assert tok.convert_ids_to_tokens(one) == ["the", "union", "."]
+def test_eval_set_holds_one_batch(corpus, tmp_path):
+    spec = DataSpec(corpus=str(corpus), tokenizer="builtin", mask=0.15, holdout=0.001)
+    small = load_data(spec, 500, seed=0, cache_dir=tmp_path)
+    big = load_data(spec, 500, seed=0, cache_dir=tmp_path, eval_tokens=32 * 127)
+    assert len(small.eval_ids) < 32 * 127 <= len(big.eval_ids)

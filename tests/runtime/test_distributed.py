@@ -220,3 +220,16 @@ def test_cli_nproc_two(corpus, tmp_path):
     assert (out / "final" / "model.safetensors").exists()
     assert p.stdout.count("eval loss") == 1  # one summary table: rank 0's
     assert len([r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]) == 6
+
+
+def test_two_ranks_on_a_prepared_store(reference, tmp_path):
+    """`data { corpus=STORE }`: a store folder from `growlang prepare --out`, read by 2 gloo ranks."""
+    from growlang.runtime.prepare import prepare
+
+    plan, ref = reference
+    store = tmp_path / "store"
+    prepare(plan.data, plan.model.vocab, out=store, progress=False)
+    out = tmp_path / "out"
+    run_ranks(on_corpus(plan, store), out)
+    assert max_rel_loss_diff(out, ref) < LOSS_RTOL
+    assert max_weight_diff(out / "final", ref / "final") < WEIGHT_ATOL

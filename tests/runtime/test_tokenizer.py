@@ -103,7 +103,7 @@ TRAIN_VOCAB = "import json, sys; from growlang.runtime.tokenizer import train_wo
 
 def test_training_is_deterministic_across_processes(corpus):
     # The trainer is the only nondeterministic part; the slow test below covers the saved files.
-    docs = json.dumps(corpus.read_text().split("\n\n"))
+    docs = json.dumps(corpus.read_text().split("\n\n"))  # the sample of a small corpus is all of it
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN_VOCAB], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
              for _ in range(2)]
     (a, _), (b, _) = [p.communicate(docs.encode()) for p in procs]
@@ -129,6 +129,15 @@ def test_local_folder_missing_or_not_a_tokenizer(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_tokenizer(spec("builtin", tmp_path / "nope"), VOCAB)
     (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "README.md").write_text("not a tokenizer")
-    with pytest.raises(UserError, match="does not hold a readable tokenizer"):
+    (tmp_path / "empty" / "config.json").write_text("{}")  # a model folder without tokenizer files
+    with pytest.raises(UserError) as e:
         load_tokenizer(spec("builtin", tmp_path / "empty"), VOCAB)
+    assert "holds no tokenizer files" in str(e.value) and "vocab=" not in str(e.value)
+    (tmp_path / "tokenizer.json").write_text("{}")  # a file, not a folder: not "does not exist"
+    with pytest.raises(UserError) as e:
+        load_tokenizer(spec("builtin", tmp_path / "tokenizer.json"), VOCAB)
+    assert "is a file, not a folder" in str(e.value)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("not json")
+    with pytest.raises(UserError, match="does not hold a readable tokenizer"):
+        load_tokenizer(spec("broken", tmp_path / "broken"), VOCAB)
