@@ -9,7 +9,8 @@ fresh child process, so its peak RSS (`resource.getrusage(RUSAGE_CHILDREN)`) is 
 - prepare: train the builtin tokenizer (bounded sample) and tokenize the corpus into a store;
   MB/s counts the tokenization pass alone (tokenizer training is reported separately);
 - start-up: `run_plan` of a tiny one-stage schedule on the prepared store, up to and including its
-  first training step (imports, store verification, split, first batch, one step);
+  first training step (imports, store verification, split, first batch, one step), twice: the
+  first start checksums the whole store, the second finds it verified (docs/data.md);
 - reference: `tokenizers`' own `encode_batch_fast` on all cores over the first 64 MB of the
   same documents, already in memory: the ceiling for tokenization throughput;
 - baseline: the old in-memory path at --baseline-gb (every document read into one Python list,
@@ -26,6 +27,7 @@ import os
 import random
 import subprocess
 import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -149,12 +151,12 @@ def main() -> None:
     print(f"cpu: {cpu}, {os.cpu_count()} cores; load average before: {os.getloadavg()}")
     sizes = [float(s) for s in args.sizes.split(",") if float(s) <= args.gb]
     rows = []
-    header = (f"{'path':<24} {'prepare s':>9} {'MB/s':>7} {'prep RSS GB':>11} {'start-up s':>10} {'run RSS GB':>10}"
+    header = (f"{'path':<24} {'prepare s':>9} {'MB/s':>7} {'prep RSS GB':>11} {'start s 1/2':>11} {'run RSS GB':>10}"
               f" {'tokens':>12}")
 
     def show(row):
         name, wall, mbs, rss, start, start_rss, tokens = row
-        print(f"{name:<24} {wall:>9.1f} {mbs:>7.2f} {rss:>11.2f} {start:>10} {start_rss:>10} {tokens:>12,}", flush=True)
+        print(f"{name:<24} {wall:>9.1f} {mbs:>7.2f} {rss:>11.2f} {start:>11} {start_rss:>10} {tokens:>12,}", flush=True)
 
     print(header, flush=True)
     base = root / f"corpus-{args.baseline_gb:g}gb.txt"
@@ -169,8 +171,6 @@ def main() -> None:
         generate(corpus, gb * 1e9)
         store = root / f"store-{gb:g}gb"
         if store.exists():
-            import shutil
-
             shutil.rmtree(store)
         out, wall, rss = child(CHILD_PREPARE, str(corpus), str(VOCAB), str(store), env=env)
         r = json.loads(out)
@@ -181,12 +181,12 @@ def main() -> None:
         sched.write_text(SCHEDULE.format(vocab=VOCAB, corpus=store))
         run_out = root / f"run-{gb:g}"
         if run_out.exists():
-            import shutil
-
             shutil.rmtree(run_out)
         _, start, start_rss = child(CHILD_START, str(sched), str(run_out), env=env)
-        rows.append((f"store, {gb:g} GB", wall, gb * 1e3 / r["encode_s"], rss, f"{start:.1f}", f"{start_rss:.2f}",
-                     r["tokens"]))
+        shutil.rmtree(run_out)  # a second start on the same, now verified, store (docs/data.md)
+        _, again, again_rss = child(CHILD_START, str(sched), str(run_out), env=env)
+        rows.append((f"store, {gb:g} GB", wall, gb * 1e3 / r["encode_s"], rss, f"{start:.1f}/{again:.1f}",
+                     f"{max(start_rss, again_rss):.2f}", r["tokens"]))
         show(rows[-1])
         print(f"  {gb:g} GB: tokenizer training {r['tokenizer_s']:.1f}s, tokenization {r['encode_s']:.1f}s",
               flush=True)

@@ -8,6 +8,8 @@ A store is a folder:
     tokens-00001.bin     documents, each followed by one [SEP]; a new shard after SHARD_TOKENS
     ends.bin             int64, per document: where it ends in the concatenation of the shards
     tokenizer/           the tokenizer the ids belong to (save_pretrained)
+    verified.json        not part of the store: the size and mtime of each file when its sha256
+                         last matched, so that opening an unchanged store does not read it all
 
 It is written into a temporary sibling folder, fsynced and renamed, so a killed or failed
 preparation never leaves a folder that looks complete; only a folder with a manifest whose
@@ -21,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,10 @@ KIND = "growlang-token-store"
 SHARD_TOKENS = 1 << 26  # 64M tokens: 128 MiB of uint16 per shard
 HASH_BLOCK = 1 << 22
 TMP_MARK = ".tmp-"
+VERIFIED = "verified.json"
+# A file modified within this long of its verification is not trusted by its mtime (git's "racily
+# clean" rule): a same-size overwrite inside one timestamp tick would otherwise look unchanged.
+RACY_NS = 2_000_000_000
 
 
 def token_dtype(vocab: int) -> np.dtype:
@@ -203,25 +210,65 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def _file_state(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _verified_states(folder: Path, digest: str) -> dict:
+    """The file states recorded when their checksums last matched, for this manifest; {} if none."""
+    try:
+        record = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+        return record["files"] if record.get("digest") == digest else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _record_verified(folder: Path, digest: str, states: dict) -> None:
+    """Atomically record the states of the files just verified, leaving out racily fresh ones;
+    silently nothing on a read-only store (it is then checksummed on every open)."""
+    cutoff = time.time_ns() - RACY_NS
+    trusted = {name: state for name, state in states.items() if state[1] < cutoff}
+    if not trusted:
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=VERIFIED + TMP_MARK, dir=folder)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"digest": digest, "files": trusted}, f)
+        os.replace(tmp, folder / VERIFIED)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def open_store(folder: Path, verify: bool = True) -> TokenStore:
-    """The store in `folder`, its manifest, sizes and (with `verify`) every file's sha256 checked."""
+    """The store in `folder`, its manifest and sizes checked and, with `verify`, every file's
+    sha256, except a file whose size, mtime and inode are those it had when its checksum last
+    matched (verified.json): opening an unchanged store costs no pass over its shards."""
     folder = Path(folder)
     m = read_manifest(folder)
     try:
         files, itemsize = m["files"], np.dtype(m["dtype"]).itemsize
         if _digest(files, m["dtype"]) != m["digest"]:
             raise _bad(folder, f"its {STORE_MANIFEST} was edited (its digest does not match its file list)")
+        trusted = _verified_states(folder, m["digest"]) if verify else {}
+        states = {}
         for f in files:
             path = folder / f["file"]
             size = f["documents"] * 8 if f["file"] == "ends.bin" else f["tokens"] * itemsize
             if not path.is_file():
                 raise _bad(folder, f"{f['file']} is missing")
-            if path.stat().st_size != size:
-                raise _bad(folder, f"{f['file']} has {path.stat().st_size:,} bytes, its manifest says {size:,}")
-            if verify and _sha256(path) != f["sha256"]:
+            states[f["file"]] = _file_state(path)
+            if states[f["file"]][0] != size:
+                raise _bad(folder, f"{f['file']} has {states[f['file']][0]:,} bytes, its manifest says {size:,}")
+            if verify and trusted.get(f["file"]) != states[f["file"]] and _sha256(path) != f["sha256"]:
                 raise _bad(folder, f"{f['file']} does not match its sha256 checksum (the file is corrupted)")
         if sum(f.get("tokens", 0) for f in files) != m["tokens"]:
             raise _bad(folder, f"its {STORE_MANIFEST} is inconsistent (shard sizes do not add up to its token count)")
     except (KeyError, TypeError) as e:
         raise _bad(folder, f"its {STORE_MANIFEST} lacks {e}") from None
+    if verify and states != trusted:
+        _record_verified(folder, m["digest"], states)
     return TokenStore(folder, m)

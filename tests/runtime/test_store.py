@@ -107,6 +107,33 @@ def test_corrupted_shard_and_edited_manifest_are_refused(prepared, tmp_path):
         open_store(out)
 
 
+def test_unchanged_store_opens_without_rehashing_and_a_change_is_still_caught(prepared, tmp_path, monkeypatch):
+    from growlang.runtime import store as store_module
+    out = copy_store(prepared, tmp_path)
+    hashed = []
+    real_sha256 = store_module._sha256
+    monkeypatch.setattr(store_module, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    open_store(out)  # just written: racily fresh, so hashed and not recorded
+    assert hashed and not (out / store_module.VERIFIED).exists()
+    past = time.time() - 60
+    for f in out.glob("*.bin"):
+        os.utime(f, (past, past))
+    hashed.clear()
+    open_store(out)
+    assert sorted(hashed) == sorted(f.name for f in out.glob("*.bin"))
+    assert (out / store_module.VERIFIED).exists()
+    hashed.clear()
+    open_store(out)  # unchanged since its checksums matched: no pass over the shards
+    assert hashed == []
+    shard = out / "tokens-00000.bin"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1
+    shard.write_bytes(bytes(data))  # same size, new mtime
+    with pytest.raises(UserError, match=r"tokens-00000.bin does not match its sha256"):
+        open_store(out)
+    assert hashed == ["tokens-00000.bin"]
+
+
 def test_changed_store_refuses_to_resume(prepared):
     store = prepared.store
     ids = np.asarray(store.read(0, 5000))
