@@ -1,0 +1,41 @@
+"""The cost model recovers known coefficients from synthetic measurements; bad profiles are named."""
+
+import pytest
+
+from growlang.time_model import FEATURES, ProfileError, StepShape, check_profile, features, fit, predict
+
+
+def _shapes():
+    for depth in (1, 2, 4):
+        for width in (64, 128, 256):
+            for batch in (8, 32):
+                T, f, V = 64, 4 * width, 4096
+                flops = 6.0 * batch * depth * T * (4 * width * width + 2 * width * f)
+                yield StepShape(depth, width, width // 64, f, T, 10, V, batch, flops, depth * 12 * width * width)
+
+
+def test_fit_recovers_synthetic_coefficients():
+    truth = {"step": 2e-3, "gflop": 0.02, "narrow": 0.01, "mparam": 1e-3, "melem": 5e-4}
+    rows = [features(s) for s in _shapes()]
+    coef = fit(rows, [predict(truth, r) for r in rows])
+    for k in FEATURES:
+        assert coef[k] == pytest.approx(truth[k], rel=1e-6)
+
+
+def test_fit_keeps_coefficients_non_negative_on_noisy_data():
+    rows = [features(s) for s in _shapes()]
+    seconds = [0.01 + 0.03 * r["gflop"] * (1.1 if i % 2 else 0.9) for i, r in enumerate(rows)]
+    coef = fit(rows, seconds)
+    assert all(v >= 0 for v in coef.values())
+    errors = [abs(predict(coef, r) - s) / s for r, s in zip(rows, seconds)]
+    assert max(errors) < 0.25
+
+
+@pytest.mark.parametrize("bad, field", [([], "JSON object"), ({"schema": 2}, "schema"),
+                                        ({"schema": 1, "device": "cpu", "torch": "2.13", "precision": "fp32",
+                                          "coefficients": {"step": 1}}, "coefficients"),
+                                        ({"schema": 1, "device": "cpu", "torch": "2.13", "precision": "fp32",
+                                          "coefficients": dict.fromkeys(FEATURES, -1.0)}, "coefficients.step")])
+def test_malformed_profile_names_the_field(bad, field):
+    with pytest.raises(ProfileError, match=field):
+        check_profile(bad, "p.json")
