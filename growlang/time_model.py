@@ -93,3 +93,44 @@ def check_profile(profile: object, display: str) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ProfileError(f"{display}: coefficients.{k} is {v!r}, expected a finite number >= 0")
     return profile
+
+
+def stage_step_shape(plan, stage) -> StepShape:
+    """One training step of `stage`, read from the Plan (shape, Reading, Cost resolved there)."""
+    s, r = stage.shape, stage.reading
+    return StepShape(s.depth, s.width, s.heads, s.ffn, r.encoder_len, r.predicted, plan.model.vocab,
+                     stage.batch, stage.cost.flops_per_seq * stage.batch, stage.cost.params)
+
+
+def evals_in_stage(plan, stage) -> int:
+    """Evaluations inside the stage's training loop (runtime/trainer.py train_stage): one at every
+    global step divisible by eval_every, and one at the stage end. Growth evals are outside it."""
+    offset, parent = 0, stage.parent
+    while parent is not None:
+        p = plan.stage(parent)
+        offset, parent = offset + p.steps, p.parent
+    every = plan.train.eval_every
+    periodic = 0 if every <= 0 else (offset + stage.steps) // every - offset // every
+    ends_on_one = every > 0 and (offset + stage.steps) % every == 0
+    return periodic + (0 if ends_on_one else 1)
+
+
+def eval_features(plan, stage) -> dict[str, float]:
+    """One evaluation: eval_batches forward passes of micro_batch sequences at eval_len. Forward
+    only, so a third of a training step's matmul and elementwise work and no optimizer work."""
+    from growlang.accounting import forward_flops_per_sequence, predicted_positions  # front end, no torch
+    from growlang.plan import Shape
+
+    s, n = stage.shape, plan.train.micro_batch
+    shape = Shape(s.depth, s.width, s.heads, s.ffn, plan.eval_len)
+    p = predicted_positions(plan.data.mask, plan.eval_len)
+    fwd = forward_flops_per_sequence(plan.model, shape, plan.eval_len, p)
+    one = features(StepShape(s.depth, s.width, s.heads, s.ffn, plan.eval_len, p, plan.model.vocab, n,
+                             3.0 * fwd * n, 0))
+    return {k: v * plan.train.eval_batches / 3.0 for k, v in one.items()}
+
+
+def stage_seconds(plan, stage, coefficients: dict[str, float]) -> float:
+    """Estimated seconds of the stage's training loop: its steps plus its evaluations."""
+    return (stage.steps * predict(coefficients, features(stage_step_shape(plan, stage)))
+            + evals_in_stage(plan, stage) * predict(coefficients, eval_features(plan, stage)))

@@ -39,3 +39,17 @@ def test_fit_keeps_coefficients_non_negative_on_noisy_data():
 def test_malformed_profile_names_the_field(bad, field):
     with pytest.raises(ProfileError, match=field):
         check_profile(bad, "p.json")
+
+
+def test_stage_seconds_on_the_quickstart_schedule():
+    from pathlib import Path
+
+    from growlang.compiler import compile_file
+    from growlang.time_model import evals_in_stage, stage_seconds
+
+    plan = compile_file(Path(__file__).resolve().parents[2] / "schedules" / "base.grow").plan
+    # eval_every=50, stages of 400, 200, 200 steps: the end eval coincides with a periodic one
+    assert [evals_in_stage(plan, s) for s in plan.stages] == [8, 4, 4]
+    only_steps = dict.fromkeys(FEATURES, 0.0) | {"step": 0.01}
+    assert [stage_seconds(plan, s, only_steps) for s in plan.stages] == pytest.approx(
+        [400 * 0.01 + 8 * 8 * 0.01 / 3, 200 * 0.01 + 4 * 8 * 0.01 / 3, 200 * 0.01 + 4 * 8 * 0.01 / 3])
