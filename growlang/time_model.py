@@ -134,3 +134,27 @@ def stage_seconds(plan, stage, coefficients: dict[str, float]) -> float:
     """Estimated seconds of the stage's training loop: its steps plus its evaluations."""
     return (stage.steps * predict(coefficients, features(stage_step_shape(plan, stage)))
             + evals_in_stage(plan, stage) * predict(coefficients, eval_features(plan, stage)))
+
+
+def load_profile(path: str) -> dict:
+    import json
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ProfileError(f"{path}: not JSON ({exc}); make a profile with `growlang calibrate`") from None
+    return check_profile(data, path)
+
+
+def plan_seconds(plan, profile: dict) -> dict:
+    """{"stages": {name: seconds}, "paths": [{"stages": [...], "seconds": s}], "warnings": [...]}."""
+    coef = profile["coefficients"]
+    stages = {s.name: stage_seconds(plan, s, coef) for s in plan.stages}
+    warnings = []
+    if profile["precision"] != plan.train.precision:
+        warnings.append(f"the profile was measured at precision {profile['precision']}, the schedule trains at "
+                        f"{plan.train.precision}: recalibrate with --precision {plan.train.precision}")
+    return {"stages": stages, "paths": [{"stages": list(p.stages), "seconds": sum(stages[n] for n in p.stages)}
+                                        for p in plan.paths], "warnings": warnings}

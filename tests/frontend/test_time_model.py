@@ -53,3 +53,22 @@ def test_stage_seconds_on_the_quickstart_schedule():
     only_steps = dict.fromkeys(FEATURES, 0.0) | {"step": 0.01}
     assert [stage_seconds(plan, s, only_steps) for s in plan.stages] == pytest.approx(
         [400 * 0.01 + 8 * 8 * 0.01 / 3, 200 * 0.01 + 4 * 8 * 0.01 / 3, 200 * 0.01 + 4 * 8 * 0.01 / 3])
+
+
+def test_check_profile_in_the_cli(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from growlang.cli import main
+
+    base = str(Path(__file__).resolve().parents[2] / "schedules" / "base.grow")
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps({"schema": 1, "device": "cpu", "torch": "2.13.0", "precision": "bf16",
+                                "coefficients": dict.fromkeys(FEATURES, 0.0) | {"step": 0.01}}))
+    assert main(["check", base, "--profile", str(good), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)["files"][0]["seconds"]
+    assert out["stages"]["1"] == pytest.approx(4 + 64 * 0.01 / 3) and "precision bf16" in out["warnings"][0]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["check", base, "--profile", str(bad)]) == 2
+    assert "not JSON" in capsys.readouterr().err
