@@ -60,6 +60,15 @@ def cmd_check(args) -> int:
     from growlang.diagnostics import render_text, summary_line, to_json_dict
 
     worst, everything, results = EXIT_OK, [], []
+    profile = None
+    if args.profile:
+        from growlang.time_model import ProfileError, load_profile
+
+        try:
+            profile = load_profile(args.profile)
+        except ProfileError as exc:
+            print(f"growlang: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     for path in args.files:
         compiled, problem = _compile(path)
         if problem:
@@ -73,6 +82,10 @@ def cmd_check(args) -> int:
             results.append({"file": path, "readable": True,
                             "diagnostics": [to_json_dict(d, path) for d in compiled.diagnostics],
                             "plan": compiled.plan.to_dict() if compiled.plan else None})
+            if profile is not None and compiled.plan is not None:
+                from growlang.time_model import plan_seconds
+
+                results[-1]["seconds"] = plan_seconds(compiled.plan, profile)
         else:
             if compiled.diagnostics:
                 print(render_text(list(compiled.diagnostics), text, path), file=sys.stderr)
@@ -80,6 +93,16 @@ def cmd_check(args) -> int:
                 from growlang.render import check_table
 
                 print(check_table(compiled.plan, path))
+                if profile is not None:
+                    from growlang.time_model import plan_seconds
+
+                    est = plan_seconds(compiled.plan, profile)
+                    for w in est["warnings"]:
+                        print(f"growlang: warning: {args.profile}: {w}", file=sys.stderr)
+                    print("  estimated loop seconds (steps + evals, " + args.profile + "): "
+                          + ", ".join(f"{n} {v:.0f}s" for n, v in est["stages"].items()))
+                    for p in est["paths"]:
+                        print(f"  path {' -> '.join(p['stages'])}: {p['seconds']:.0f}s")
         if not compiled.ok:
             worst = max(worst, EXIT_PROBLEMS)
     if args.format == "json":
@@ -172,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate schedules and print their cost table (no torch)", **kw)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--profile", metavar="PROFILE.json", help="estimate each stage's seconds from a calibration profile")
     p.set_defaults(handler=cmd_check)
     p = sub.add_parser("graph", help="print the stage graph with operators on its edges", **kw)
     p.add_argument("file", metavar="FILE")

@@ -1,0 +1,160 @@
+"""Seconds per training step from a calibration profile (issue 14; torch-free: it reads only JSON).
+
+The cost model is linear in five features of one optimizer step, each with a physical reading:
+
+    seconds/step = c_step                      fixed per-step overhead (Python, kernel launches)
+                 + c_gflop   * G               matmul GFLOPs at the device's peak rate
+                 + c_narrow  * G * 64 / d      the rate loss of narrow matmuls: 1/rate(d) = a + b/d
+                 + c_mparam  * N               per-parameter work (AdamW update, grad zero, clip)
+                 + c_melem   * E               elementwise work on activations (LayerNorm, GELU,
+                                               softmax, cross-entropy), in millions of elements
+
+G = training matmul FLOPs per step / 1e9 (growlang.accounting, 3 x forward), N = parameters / 1e6,
+E = batch * (L*T*(d+f) + h*L*T^2 + P*V) / 1e6 with T the encoder length and P the masked positions.
+The coefficients are fitted by non-negative least squares on relative error (`fit`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SCHEMA = 1
+FEATURES = ("step", "gflop", "narrow", "mparam", "melem")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used: the message names the field and what to do."""
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What the cost of one optimizer step depends on."""
+
+    depth: int
+    width: int
+    heads: int
+    ffn: int
+    encoder_len: int
+    predicted: int
+    vocab: int
+    batch: int
+    flops: float  # training matmul FLOPs of the step
+    params: int
+
+
+def features(s: StepShape) -> dict[str, float]:
+    g = s.flops / 1e9
+    elements = s.batch * (s.depth * s.encoder_len * (s.width + s.ffn) + s.heads * s.depth * s.encoder_len ** 2
+                          + s.predicted * s.vocab)
+    return {"step": 1.0, "gflop": g, "narrow": g * 64 / s.width, "mparam": s.params / 1e6,
+            "melem": elements / 1e6}
+
+
+def predict(coefficients: dict[str, float], feats: dict[str, float]) -> float:
+    return sum(coefficients[k] * feats[k] for k in FEATURES)
+
+
+def fit(rows: list[dict[str, float]], seconds: list[float]) -> dict[str, float]:
+    """Non-negative least squares on relative error (each row weighted by 1/seconds), by dropping
+    the most negative coefficient and refitting until none is negative (Lawson-Hanson, simplified)."""
+    import numpy as np  # lazy: only calibration fits
+
+    if len(rows) != len(seconds) or not rows:
+        raise ValueError("fit needs one measured time per feature row, at least one")
+    y = np.asarray(seconds, dtype=float)
+    X = np.array([[r[k] for k in FEATURES] for r in rows], dtype=float) / y[:, None]
+    active = list(range(len(FEATURES)))
+    while True:
+        coef, *_ = np.linalg.lstsq(X[:, active], np.ones(len(y)), rcond=None)
+        if (coef >= 0).all() or len(active) == 1:
+            break
+        del active[int(np.argmin(coef))]
+    out = {k: 0.0 for k in FEATURES}
+    for i, c in zip(active, coef):
+        out[FEATURES[i]] = max(0.0, float(c))
+    return out
+
+
+def check_profile(profile: object, display: str) -> dict:
+    """The profile's fields, validated; a ProfileError names the first bad one."""
+    if not isinstance(profile, dict):
+        raise ProfileError(f"{display}: a profile is a JSON object; make one with `growlang calibrate`")
+    if profile.get("schema") != SCHEMA:
+        raise ProfileError(f"{display}: field 'schema' is {profile.get('schema')!r}, expected {SCHEMA}; "
+                           "recalibrate with this growlang")
+    for key in ("device", "torch", "precision"):
+        if not isinstance(profile.get(key), str):
+            raise ProfileError(f"{display}: field {key!r} is missing or not a string")
+    coef = profile.get("coefficients")
+    if not isinstance(coef, dict) or set(coef) != set(FEATURES):
+        raise ProfileError(f"{display}: field 'coefficients' must name exactly {', '.join(FEATURES)}")
+    for k, v in coef.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ProfileError(f"{display}: coefficients.{k} is {v!r}, expected a finite number >= 0")
+    return profile
+
+
+def stage_step_shape(plan, stage) -> StepShape:
+    """One training step of `stage`, read from the Plan (shape, Reading, Cost resolved there)."""
+    s, r = stage.shape, stage.reading
+    return StepShape(s.depth, s.width, s.heads, s.ffn, r.encoder_len, r.predicted, plan.model.vocab,
+                     stage.batch, stage.cost.flops_per_seq * stage.batch, stage.cost.params)
+
+
+def evals_in_stage(plan, stage) -> int:
+    """Evaluations inside the stage's training loop (runtime/trainer.py train_stage): one at every
+    global step divisible by eval_every, and one at the stage end. Growth evals are outside it."""
+    offset, parent = 0, stage.parent
+    while parent is not None:
+        p = plan.stage(parent)
+        offset, parent = offset + p.steps, p.parent
+    every = plan.train.eval_every
+    periodic = 0 if every <= 0 else (offset + stage.steps) // every - offset // every
+    ends_on_one = every > 0 and (offset + stage.steps) % every == 0
+    return periodic + (0 if ends_on_one else 1)
+
+
+def eval_features(plan, stage) -> dict[str, float]:
+    """One evaluation: eval_batches forward passes of micro_batch sequences at eval_len. Forward
+    only, so a third of a training step's matmul and elementwise work and no optimizer work."""
+    from growlang.accounting import forward_flops_per_sequence, predicted_positions  # front end, no torch
+    from growlang.plan import Shape
+
+    s, n = stage.shape, plan.train.micro_batch
+    shape = Shape(s.depth, s.width, s.heads, s.ffn, plan.eval_len)
+    p = predicted_positions(plan.data.mask, plan.eval_len)
+    fwd = forward_flops_per_sequence(plan.model, shape, plan.eval_len, p)
+    one = features(StepShape(s.depth, s.width, s.heads, s.ffn, plan.eval_len, p, plan.model.vocab, n,
+                             3.0 * fwd * n, 0))
+    return {k: v * plan.train.eval_batches / 3.0 for k, v in one.items()}
+
+
+def stage_seconds(plan, stage, coefficients: dict[str, float]) -> float:
+    """Estimated seconds of the stage's training loop: its steps plus its evaluations."""
+    return (stage.steps * predict(coefficients, features(stage_step_shape(plan, stage)))
+            + evals_in_stage(plan, stage) * predict(coefficients, eval_features(plan, stage)))
+
+
+def load_profile(path: str) -> dict:
+    import json
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ProfileError(f"{path}: not JSON ({exc}); make a profile with `growlang calibrate`") from None
+    return check_profile(data, path)
+
+
+def plan_seconds(plan, profile: dict) -> dict:
+    """{"stages": {name: seconds}, "paths": [{"stages": [...], "seconds": s}], "warnings": [...]}."""
+    coef = profile["coefficients"]
+    stages = {s.name: stage_seconds(plan, s, coef) for s in plan.stages}
+    warnings = []
+    if profile["precision"] != plan.train.precision:
+        warnings.append(f"the profile was measured at precision {profile['precision']}, the schedule trains at "
+                        f"{plan.train.precision}: recalibrate with --precision {plan.train.precision}")
+    return {"stages": stages, "paths": [{"stages": list(p.stages), "seconds": sum(stages[n] for n in p.stages)}
+                                        for p in plan.paths], "warnings": warnings}
