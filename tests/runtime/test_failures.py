@@ -151,3 +151,27 @@ def test_resume_over_a_killed_first_checkpoint_starts_over_and_cleans(tmp_path, 
     assert "starting from the beginning" in err and "warning" not in err
     assert temporaries(out / "checkpoints") == []
     assert ck.latest(out / "checkpoints").path.name == "small-3"
+
+
+# ------------------------------------------------------------------------------- lost metrics
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_resume_reports_a_deleted_or_emptied_metrics_log(tmp_path, corpus, capsys, damage):
+    plan = on_corpus(grow_all_plan(checkpoint_every=2), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu", stop_after_steps=3) == 130
+    log = out / "metrics.jsonl"
+    log.unlink() if damage == "deleted" else log.write_bytes(b"")
+    capsys.readouterr()
+    assert run_plan(plan, out, resume=True, device="cpu", stop_after_steps=4) == 130
+    err = capsys.readouterr().err
+    assert "warning: " in err and "metrics.jsonl" in err and "gone from the log" in err
+    assert b"\0" not in log.read_bytes()  # the log was not padded back to its recorded length
+
+
+def test_resume_over_an_intact_metrics_log_says_nothing_about_it(tmp_path, corpus, capsys):
+    plan = on_corpus(grow_all_plan(checkpoint_every=2), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu", stop_after_steps=3) == 130
+    capsys.readouterr()
+    assert run_plan(plan, out, resume=True, device="cpu", stop_after_steps=4) == 130
+    assert "metrics.jsonl" not in capsys.readouterr().err
