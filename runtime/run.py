@@ -17,6 +17,7 @@ from pathlib import Path
 from growlang.plan import Plan
 from growlang.runtime import failures
 from growlang.runtime.errors import UserError
+from growlang.runtime.out_lock import LOCK_NAME, OutLock
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
 # train fields that do not change what a finished stage computed
@@ -28,12 +29,17 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", 
     """Train `plan` into `out`; returns the exit code. `stop_after_steps` is for tests only."""
     out = Path(out)
     fresh = not out.exists()
+    lock = None
     try:
         if os.environ.get("RANK", "0") == "0":  # torchrun: the others wait for rank 0 in setup
             prepare_out(out, resume)
+            lock = OutLock.acquire(out)
         return _run(plan, out, resume, device, stop_after_steps)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if lock is not None and fresh and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            lock.release()
+            (out / LOCK_NAME).unlink()
         if fresh and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a refused run leaves nothing behind
         return EXIT_PROBLEM
@@ -45,6 +51,9 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", 
             raise
         print(f"error: {failures.disk_full(out, e)}", file=sys.stderr)
         return EXIT_PROBLEM
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def prepare_out(out: Path, resume: bool) -> None:
