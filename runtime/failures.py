@@ -78,6 +78,21 @@ class CheckpointWriteError(UserError):
     """A checkpoint could not be written; its temporary folder has been removed."""
 
 
+def non_finite_loss(error, last_checkpoint: Path | None, plan: Plan, out: Path, device: str,
+                    amp_in_use: bool) -> str:
+    """A NaN/inf loss: where the run can continue from, and advice that fits the run: lowering
+    precision is only advice when a reduced precision (bf16/fp16 autocast) was in use."""
+    lower = [f"lower the learning rate of stage {error.stage} (its `lr=`)"]
+    if amp_in_use:
+        lower.append(f"use precision=fp32 (this run used {plan.train.precision})")
+    fix = " or ".join(lower)
+    if last_checkpoint is None:
+        return (f"error: {error}; stopped before any checkpoint was written. To fix it, {fix}, "
+                f"then run the schedule again (it starts from the beginning)")
+    return (f"error: {error}; stopped, the last good checkpoint is {last_checkpoint}. To fix it, {fix}, "
+            f"then continue from that checkpoint with: {resume_command(plan, out, device)}")
+
+
 def checkpoint_write_error(final: Path, e: OSError, need: int) -> CheckpointWriteError:
     root = final.parent
     what = "the disk is full" if e.errno in FULL else (e.strerror or str(e))

@@ -111,11 +111,27 @@ def export_hf(model: Encoder, cfg: EncoderConfig, folder: str | Path, tokenizer=
             tokenizer.save_pretrained(tmp)
         for f in copy_files:
             shutil.copy2(f, tmp / Path(f).name)
+        apply_umask(tmp)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the modes a plain mkdir/open would have (0755/0644 under
+    umask 022): mkdtemp makes 0700 folders, so an export would be unreadable to colleagues and
+    containers."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:

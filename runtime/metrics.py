@@ -21,11 +21,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 
+def history_gap(path: Path, recorded_bytes: int) -> str | None:
+    """Why `path` no longer holds the history the resumed checkpoint recorded (`recorded_bytes` of
+    it), or None: a resume must say so rather than continue a silently shortened log."""
+    if recorded_bytes <= 0:
+        return None
+    if not path.exists():
+        return (f"warning: {path} is missing; the checkpoint recorded {recorded_bytes} bytes of metrics. "
+                "The steps before it are gone from the log (the run continues; restore the file from a "
+                "backup before resuming to keep them)")
+    size = path.stat().st_size
+    if size < recorded_bytes:
+        return (f"warning: {path} has {size} bytes but the checkpoint recorded {recorded_bytes}; "
+                "the history before it was deleted or emptied and is gone from the log (the run "
+                "continues; restore the file from a backup before resuming to keep it)")
+    return None
+
+
 class MetricsLog:
     def __init__(self, path: Path, truncate_to: int | None = None):
         self.path = path
-        if truncate_to is not None and path.exists():
-            with open(path, "r+b") as f:
+        if truncate_to is not None and path.exists() and path.stat().st_size > truncate_to:
+            with open(path, "r+b") as f:  # never extend: a shorter file would be padded with NULs
                 f.truncate(truncate_to)
         self._f = open(path, "ab")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from growlang.plan import Plan
 from growlang.runtime import failures
 from growlang.runtime.errors import UserError
+from growlang.runtime.out_lock import LOCK_NAME, OutLock
 
 EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
 # train fields that do not change what a finished stage computed
@@ -28,12 +29,17 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", 
     """Train `plan` into `out`; returns the exit code. `stop_after_steps` is for tests only."""
     out = Path(out)
     fresh = not out.exists()
+    lock = None
     try:
         if os.environ.get("RANK", "0") == "0":  # torchrun: the others wait for rank 0 in setup
             prepare_out(out, resume)
+            lock = OutLock.acquire(out)
         return _run(plan, out, resume, device, stop_after_steps)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if lock is not None and fresh and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            lock.release()
+            (out / LOCK_NAME).unlink()
         if fresh and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a refused run leaves nothing behind
         return EXIT_PROBLEM
@@ -45,6 +51,9 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, device: str = "auto", 
             raise
         print(f"error: {failures.disk_full(out, e)}", file=sys.stderr)
         return EXIT_PROBLEM
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def prepare_out(out: Path, resume: bool) -> None:
@@ -118,7 +127,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
 
     from growlang.runtime import checkpoint as ck
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data
-    from growlang.runtime.metrics import MetricsLog, summary_table
+    from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
     from growlang.runtime import distributed
 
@@ -145,6 +154,14 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
                 raise failures.refuse_resume(out, old, plan, f"{why} since the run started")
             if old is not None and (note := failures.resume_note(old, plan, names[:i])):
                 print(note, file=sys.stderr)
+            if all(ck.find_stage_end(ckdir, n) is not None for n in names):
+                missing = [str(f) for f in leaf_folders(plan, out) if not (f / "model.safetensors").is_file()]
+                if not missing:
+                    print(f"note: the run in {out} is already complete (every stage finished); its model is "
+                          f"in {out / 'final'}; nothing to do", file=sys.stderr)
+                    return EXIT_OK
+                print(f"note: every stage had finished but {', '.join(missing)} is missing; "
+                      "exporting it again", file=sys.stderr)
             print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
                   f"{start.state['global_step']})", file=sys.stderr)
     if dev.type == "cpu" and plan.train.precision != "fp32":
@@ -173,6 +190,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         _write_json(out / "plan.json", plan.to_dict())
 
     torch.manual_seed(plan.train.seed)
+    if start and par.is_main and (gap := history_gap(out / "metrics.jsonl", start.state["metrics_bytes"])):
+        print(gap, file=sys.stderr)
     log = (MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
            if par.is_main else distributed.NullLog())
     trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par)
@@ -180,10 +199,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         trainer.train(start)
     except NonFiniteLoss as e:
         last = ck.latest(ckdir, warn=lambda m: None)
-        keep = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
-        print(f"error: {e}; stopped, {keep}. Lower the learning rate of stage {e.stage} (its `lr=`), "
-              f"or use precision=fp32, then rerun with --resume to continue from that checkpoint",
-              file=sys.stderr)
+        print(failures.non_finite_loss(e, last.path if last else None, plan, out, device,
+                                       amp_in_use=trainer.amp_dtype is not None), file=sys.stderr)
         return EXIT_PROBLEM
     except (Stopped, KeyboardInterrupt) as e:
         print(failures.interrupted(plan, out, device, str(e) or "Ctrl-C"), file=sys.stderr)
@@ -212,6 +229,12 @@ def leaves(plan: Plan) -> list[str]:
     return [s.name for s in plan.stages if not plan.children(s.name)]
 
 
+def leaf_folders(plan: Plan, out: Path) -> list[Path]:
+    """Where each leaf's HF folder goes: out/final for one leaf, out/final/<leaf> for a tree."""
+    names = leaves(plan)
+    return [out / "final"] if len(names) == 1 else [out / "final" / n for n in names]
+
+
 def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
     """An HF folder per leaf from its end-of-stage checkpoint: out/final, or out/final/<leaf>."""
     from growlang.runtime import checkpoint as ck
@@ -222,7 +245,7 @@ def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
     final = out / "final"
     if final.exists():  # ours, from an earlier attempt of this run
         shutil.rmtree(final)
-    for name in names:
+    for name, folder in zip(names, leaf_folders(plan, out)):
         c = ck.find_stage_end(out / "checkpoints", name)
         if c is None:
             raise UserError(f"the end-of-stage checkpoint of {name} is missing or corrupted; "
@@ -230,4 +253,4 @@ def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
         cfg = EncoderConfig(**c.state["config"])
         model = Encoder(cfg)
         model.load_state_dict(c.model_state())
-        export_hf(model.eval(), cfg, final if len(names) == 1 else final / name, tokenizer=tokenizer)
+        export_hf(model.eval(), cfg, folder, tokenizer=tokenizer)

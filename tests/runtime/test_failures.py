@@ -151,3 +151,54 @@ def test_resume_over_a_killed_first_checkpoint_starts_over_and_cleans(tmp_path, 
     assert "starting from the beginning" in err and "warning" not in err
     assert temporaries(out / "checkpoints") == []
     assert ck.latest(out / "checkpoints").path.name == "small-3"
+
+
+# ------------------------------------------------------------------------------- lost metrics
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_resume_reports_a_deleted_or_emptied_metrics_log(tmp_path, corpus, capsys, damage):
+    plan = on_corpus(grow_all_plan(checkpoint_every=2), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu", stop_after_steps=3) == 130
+    log = out / "metrics.jsonl"
+    log.unlink() if damage == "deleted" else log.write_bytes(b"")
+    capsys.readouterr()
+    assert run_plan(plan, out, resume=True, device="cpu", stop_after_steps=4) == 130
+    err = capsys.readouterr().err
+    assert "warning: " in err and "metrics.jsonl" in err and "gone from the log" in err
+    assert b"\0" not in log.read_bytes()  # the log was not padded back to its recorded length
+
+
+def test_resume_over_an_intact_metrics_log_says_nothing_about_it(tmp_path, corpus, capsys):
+    plan = on_corpus(grow_all_plan(checkpoint_every=2), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu", stop_after_steps=3) == 130
+    capsys.readouterr()
+    assert run_plan(plan, out, resume=True, device="cpu", stop_after_steps=4) == 130
+    assert "metrics.jsonl" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- one run per --out
+def test_a_second_run_on_a_locked_out_is_refused_with_the_pid(tmp_path, corpus, capsys):
+    from growlang.runtime.out_lock import OutLock
+
+    plan = on_corpus(grow_all_plan(checkpoint_every=2), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu", stop_after_steps=2) == 130
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    held = OutLock.acquire(out)  # stands in for a first run still training in this folder
+    try:
+        capsys.readouterr()
+        assert run_plan(plan, out, resume=True, device="cpu") == 1
+        err = capsys.readouterr().err
+        assert f"is in use by another growlang run (PID {os.getpid()})" in err and str(out) in err
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # untouched
+    finally:
+        held.release()
+    assert run_plan(plan, out, resume=True, device="cpu", stop_after_steps=3) == 130  # free again
+
+
+def test_a_refused_fresh_run_leaves_no_lock_file_behind(tmp_path, corpus):
+    plan = on_corpus(grow_all_plan(), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cuda" if not torch.cuda.is_available() else "tpu") == 1
+    assert not out.exists()

@@ -1,6 +1,8 @@
 """HF export parity (AutoModelForMaskedLM logits) and import round trips."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -37,6 +39,18 @@ def test_export_parity_and_round_trip(tmp_path, family, cls):
     assert c2 == c
     for (n, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_export_respects_umask(tmp_path):
+    m, c = perturbed("bert")
+    old = os.umask(0o022)
+    try:
+        out = export_hf(m, c, tmp_path / "hf")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o644, "model.safetensors": 0o644}
 
 
 def test_export_refuses_existing(tmp_path):

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from growlang.runtime import failures
 from growlang.runtime import checkpoint as ck
 from growlang.runtime.metrics import read_metrics
 from growlang.runtime.model import Encoder, EncoderConfig
@@ -119,6 +120,17 @@ def test_local_tokenizer_of_wrong_size_is_refused(finished, tmp_path, corpus, ca
     assert "vocab" in capsys.readouterr().err
 
 
+def test_non_finite_loss_advice_fits_precision_and_checkpoints(tmp_path):
+    from growlang.runtime.trainer import NonFiniteLoss
+
+    plan = grow_all_plan()
+    e = NonFiniteLoss("a", 3, 3, float("nan"))
+    fp32 = failures.non_finite_loss(e, None, plan, tmp_path, "cpu", amp_in_use=False)
+    assert "precision" not in fp32 and "--resume" not in fp32 and "starts from the beginning" in fp32
+    amp = failures.non_finite_loss(e, tmp_path / "ck", plan, tmp_path, "auto", amp_in_use=True)
+    assert "use precision=fp32" in amp and "--resume" in amp and str(tmp_path / "ck") in amp
+
+
 def test_gpu_asked_without_one(tmp_path, corpus, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -133,6 +145,7 @@ def test_non_finite_loss_stops_with_a_message(tmp_path, corpus, capsys):
     err = capsys.readouterr().err
     assert "error: loss is" in err and "stage" in err and "--resume" in err and "Traceback" not in err
     assert "the last good checkpoint is" in err
+    assert "precision=fp32" not in err  # a CPU run is already fp32: advice it cannot follow is noise
     rows = read_metrics(out / "metrics.jsonl")
     last = ck.latest(out / "checkpoints")
     assert last is not None and last.state["global_step"] == len([r for r in rows if r["kind"] == "train"])
@@ -172,3 +185,21 @@ def test_cli_run_from_a_grow_file(tmp_path, corpus):
     assert again.returncode == 1 and again.stderr.startswith("error: ") and "--resume" in again.stderr
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "resuming from 2-6" in done.stderr
+
+
+def test_resume_of_a_finished_run_says_complete_or_reexports(tmp_path, corpus, capsys):
+    plan = on_corpus(grow_all_plan(), corpus)
+    out = tmp_path / "out"
+    assert run_plan(plan, out, resume=False, device="cpu") == 0
+    written = (out / "final" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_plan(plan, out, resume=True, device="cpu") == 0
+    err = capsys.readouterr().err
+    assert "already complete" in err and "nothing to do" in err
+    assert (out / "final" / "model.safetensors").stat().st_mtime_ns == written  # not re-exported
+    import shutil
+
+    shutil.rmtree(out / "final")
+    assert run_plan(plan, out, resume=True, device="cpu") == 0
+    assert "exporting it again" in capsys.readouterr().err
+    assert (out / "final" / "model.safetensors").is_file()
