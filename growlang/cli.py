@@ -90,7 +90,7 @@ def cmd_check(args) -> int:
             if compiled.diagnostics:
                 print(render_text(list(compiled.diagnostics), text, path), file=sys.stderr)
             if compiled.plan is not None:
-                from growlang.render import check_table
+                from growlang.render import check_table, time_lines
 
                 print(check_table(compiled.plan, path))
                 if profile is not None:
@@ -99,10 +99,7 @@ def cmd_check(args) -> int:
                     est = plan_seconds(compiled.plan, profile)
                     for w in est["warnings"]:
                         print(f"growlang: warning: {args.profile}: {w}", file=sys.stderr)
-                    print("  estimated loop seconds (steps + evals, " + args.profile + "): "
-                          + ", ".join(f"{n} {v:.0f}s" for n, v in est["stages"].items()))
-                    for p in est["paths"]:
-                        print(f"  path {' -> '.join(p['stages'])}: {p['seconds']:.0f}s")
+                    print(time_lines(est, args.profile))
         if not compiled.ok:
             worst = max(worst, EXIT_PROBLEMS)
     if args.format == "json":
@@ -181,6 +178,12 @@ def cmd_grow(args) -> int:
     return grow_main(args)
 
 
+def cmd_calibrate(args) -> int:
+    from growlang.runtime.calibrate import main as calibrate_main  # lazy: torch
+
+    return calibrate_main(args)
+
+
 def cmd_plot(args) -> int:
     from growlang.runtime.plot import main as plot_main  # lazy: matplotlib
 
@@ -219,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="", help="operators, e.g. 'depth by stack, width by interpolate'")
     p.add_argument("--out", required=True, metavar="DST")
     p.set_defaults(handler=cmd_grow)
+    p = sub.add_parser("calibrate", help="time training steps on this device; write a profile for check --profile",
+                       **kw)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--out", default="profile.json", metavar="PROFILE.json", help="where to write it (profile.json)")
+    p.add_argument("--quick", action="store_true", help="half the shape grid (seconds on a CPU)")
+    p.set_defaults(handler=cmd_calibrate)
     p = sub.add_parser("plot", help="plot loss curves of run directories", **kw)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", metavar="PNG")

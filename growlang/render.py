@@ -21,6 +21,26 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 45s, 12.5 min, 3.2 h, 4.1 days."""
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            value = seconds / size
+            return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.2g}s"
+
+
+def time_lines(estimate: dict, profile: str) -> str:
+    """`check --profile`: each stage's and path's estimated training-loop time, and the path's
+    time saving against its from-scratch baseline (growlang/time_model.py)."""
+    lines = ["  estimated training-loop time (steps + evals, " + profile + "): "
+             + ", ".join(f"{n} {duration(v)}" for n, v in estimate["stages"].items())]
+    for p in estimate["paths"]:
+        lines.append(f"  path {' -> '.join(p['stages'])}: {duration(p['seconds'])}; from scratch "
+                     f"{duration(p['baseline_seconds'])}: time saving {p['time_saving']:.1%} ({p['time_speedup']:.2f}x)")
+    return "\n".join(lines)
+
+
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []

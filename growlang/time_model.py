@@ -148,13 +148,61 @@ def load_profile(path: str) -> dict:
     return check_profile(data, path)
 
 
+def this_machine() -> dict:
+    """What a profile is compared with, without importing torch: the installed torch's version
+    (package metadata) and this CPU's model name."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"torch": torch_version, "cpu": cpu}
+
+
+def mismatch_warnings(profile: dict, here: dict | None = None) -> list[str]:
+    """A profile from another torch release or another CPU still estimates, with a warning."""
+    here = this_machine() if here is None else here
+    found = []
+    if here["torch"] and profile["torch"].split("+")[0] != here["torch"].split("+")[0]:
+        found.append(f"the profile was measured with torch {profile['torch']}, this machine has {here['torch']}: "
+                     "recalibrate (`growlang calibrate`) for estimates you can trust")
+    if profile.get("device_type") == "cpu" and here["cpu"] and profile["device"] != here["cpu"]:
+        found.append(f"the profile was measured on {profile['device']}, this machine is {here['cpu']}: its "
+                     "estimates are for that machine")
+    return found
+
+
 def plan_seconds(plan, profile: dict) -> dict:
     """{"stages": {name: seconds}, "paths": [{"stages": [...], "seconds": s}], "warnings": [...]}."""
     coef = profile["coefficients"]
     stages = {s.name: stage_seconds(plan, s, coef) for s in plan.stages}
-    warnings = []
+    warnings = mismatch_warnings(profile)
     if profile["precision"] != plan.train.precision:
         warnings.append(f"the profile was measured at precision {profile['precision']}, the schedule trains at "
                         f"{plan.train.precision}: recalibrate with --precision {plan.train.precision}")
-    return {"stages": stages, "paths": [{"stages": list(p.stages), "seconds": sum(stages[n] for n in p.stages)}
-                                        for p in plan.paths], "warnings": warnings}
+    paths = []
+    for p in plan.paths:
+        seconds, baseline = sum(stages[n] for n in p.stages), baseline_seconds(plan, p, coef)
+        paths.append({"stages": list(p.stages), "seconds": seconds, "baseline_seconds": baseline,
+                      "time_saving": 1 - seconds / baseline, "time_speedup": baseline / seconds})
+    return {"stages": stages, "paths": paths, "warnings": warnings}
+
+
+def baseline_seconds(plan, path, coefficients: dict[str, float]) -> float:
+    """The path's from-scratch baseline (the leaf model on the path's tokens, at the leaf's len and
+    batch: Path.baseline_flops) in seconds: its steps at the leaf's step cost, plus an evaluation
+    every eval_every steps and one at the end, as the trainer does."""
+    leaf = plan.stage(path.stages[-1])
+    step_flops = leaf.cost.flops_per_seq * leaf.batch
+    steps = round(path.baseline_flops / step_flops)
+    every = plan.train.eval_every
+    evals = (steps // every if every > 0 else 0) + (0 if every > 0 and steps % every == 0 else 1)
+    return (steps * predict(coefficients, features(stage_step_shape(plan, leaf)))
+            + evals * predict(coefficients, eval_features(plan, leaf)))

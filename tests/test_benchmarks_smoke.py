@@ -110,3 +110,9 @@ def test_data_scale_tiny(tmp_path):
     out = run(str(BENCH / "data_scale.py"), "--tiny", "--dir", str(tmp_path))
     assert "old in-memory, 0.001 GB" in out and "store, 0.002 GB" in out and "load average after" in out
     assert not list(tmp_path.glob(".store-*.tmp-*"))
+
+
+@pytest.mark.slow  # a quick calibration and a 4-step run: about 20 s on an idle 2-core machine
+def test_time_estimate_tiny(tmp_path):
+    out = run(str(BENCH / "time_estimate.py"), "--tiny", "--out", str(tmp_path))
+    assert "estimated s" in out and "worst path error" in out and (tmp_path / "profile.json").exists()

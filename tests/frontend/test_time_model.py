@@ -72,3 +72,31 @@ def test_check_profile_in_the_cli(tmp_path, capsys):
     bad.write_text("{")
     assert main(["check", base, "--profile", str(bad)]) == 2
     assert "not JSON" in capsys.readouterr().err
+
+
+def _profile(**coefficients):
+    return {"schema": 1, "device": "cpu", "torch": "2.13.0", "precision": "fp32",
+            "coefficients": {k: coefficients.get(k, 0.0) for k in FEATURES}}
+
+
+def test_baseline_seconds_counts_the_from_scratch_steps_and_evals():
+    from growlang.compiler import compile_text
+    from growlang.time_model import plan_seconds
+
+    plan = compile_text(open("schedules/base.grow").read(), "schedules/base.grow").plan
+    est = plan_seconds(plan, _profile(step=1.0))
+    # base.grow's path reads 3.28M tokens; from scratch the leaf (batch 32, len 128) takes 800 steps,
+    # with an eval every 50 (16, the last at step 800) of eval_batches=8 forward passes (a third each)
+    (path,) = est["paths"]
+    assert path["baseline_seconds"] == pytest.approx(800 + 16 * 8 / 3)
+    assert path["seconds"] == pytest.approx(sum(est["stages"].values()))
+    assert path["time_saving"] == pytest.approx(1 - path["seconds"] / path["baseline_seconds"])
+
+
+def test_profile_from_another_torch_or_cpu_warns():
+    from growlang.time_model import mismatch_warnings
+
+    p = {**_profile(), "device": "AMD EPYC", "device_type": "cpu", "torch": "2.11.0+cu128"}
+    assert mismatch_warnings(p, {"torch": "2.11.0", "cpu": "AMD EPYC"}) == []
+    found = mismatch_warnings(p, {"torch": "2.13.0", "cpu": "Intel Xeon"})
+    assert len(found) == 2 and "torch 2.11.0" in found[0] and "Intel Xeon" in found[1]
