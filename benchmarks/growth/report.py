@@ -372,7 +372,8 @@ def choosing(sc, budgets, entropy, chk, sp, missing) -> str:
     for b in budgets:
         c, s = by(b, "compound", "final_eval"), by(b, "scratch", "final_eval")
         if c and s:
-            L.append(f"- budget {b['fraction']:g} ({b['flops']:.3g} FLOPs): compound {spread(c)} vs scratch {spread(s)}; "
+            L.append(f"- budget {b['fraction']:g} ({b['flops']:.3g} FLOPs, {len(c)} compound / {len(s)} scratch seeds): "
+                     f"compound {spread(c)} vs scratch {spread(s)}; "
                      f"dev accuracy compound {spread(by(b, 'compound', 'downstream'))} vs scratch "
                      f"{spread(by(b, 'scratch', 'downstream'))}")
     top = budgets[-1]
@@ -386,8 +387,8 @@ def choosing(sc, budgets, entropy, chk, sp, missing) -> str:
         L.append(f"- scratch at the top is {entropy['nats'] - mean(s):.3f} nats below the unigram entropy "
                  f"({entropy['nats']:.3f}).")
     L.append("\n## Earlier, unfair evidence (first round, superseded)\n")
-    L.append("The first round (0.45M tokens, 5.4M-parameter model, one budget, scratch read at its own end but "
-             "growth runs compared at equal FLOPs with no per-budget baseline) found compound 1.6-1.9x fewer FLOPs "
+    L.append("The first round (0.45M tokens for a 5.4M-parameter model, one budget, one or two seeds, final losses "
+             "near the unigram plateau) found compound 1.6-1.9x fewer FLOPs "
              "to scratch's loss, but a small model that never grew beat every schedule there: it measured the "
              "benefit of staying small in a compute-starved regime, not of growth. Its operator and policy findings "
              f"fix this protocol's compound schedule ({', '.join(f'{d} by {o}' for d, o in COMPOUND_OPS.items())}; "
