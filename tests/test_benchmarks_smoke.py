@@ -7,7 +7,10 @@ analysis helpers of benchmarks/growth/run.py and its committed schedules are che
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,14 +37,23 @@ def growth_module():
 
 def test_growth_tiny(tmp_path):
     out = run(str(BENCH / "growth" / "run.py"), "--tiny", "--out", str(tmp_path))
-    assert "Growth vs scratch" in out
-    text = (tmp_path / "results.md").read_text()
-    assert "| scratch |" in text and "| compound |" in text and "not run" in text
+    assert "Protocol checks" in out and "unigram entropy" in out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["unigram_entropy"] > 0 and len(res["budgets"]) == 2
+    top = res["budgets"][-1]
+    assert {r["schedule"] for r in top["runs"]} == {"scratch", "compound", "small-only", "depth-stack"}
+    for r in top["runs"]:
+        assert 0 <= r["downstream"] <= 1 and r["tokens"] > 0 and r["train_s"] > 0 and r["final_eval"] > 0
+    assert not res["missing"] and {c["check"]: c["pass"] for c in res["checks"]}[">= 3 budgets"] is False
     assert (tmp_path / "results.png").stat().st_size > 0
-    for name in ("scratch", "compound"):
-        assert (tmp_path / name / "metrics.jsonl").exists() and (tmp_path / name / "bench.json").exists()
-    # docs/ is only written by a full-scale run into the default folder
-    assert not (tmp_path / "docs").exists()
+    assert not (tmp_path / "docs").exists()  # docs/ is only written by the full suite in its default folder
+    # resumable: a second call reuses every finished run from its summary (no run folder needed)
+    for name in ("b1-scratch-s0", "b1-compound-s0"):
+        shutil.rmtree(tmp_path / name)
+    again = subprocess.run([sys.executable, str(BENCH / "growth" / "run.py"), "--tiny", "--out", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and " done " not in again.stderr, again.stderr[-2000:]
+    assert json.loads((tmp_path / "results.json").read_text())["budgets"] == res["budgets"]
 
 
 def test_trainer_speed_tiny(tmp_path):
@@ -62,47 +74,40 @@ def test_check_latency_one_run():
     assert "import torch" in run(str(BENCH / "check_latency.py"), "--runs", "1")
 
 
-def test_committed_growth_schedules_share_final_model_and_budget():
-    """benchmarks/growth/schedules/ is what run.py writes at the full scale: same final shape, and
-    every root-to-leaf path within 5% of the scratch run's training FLOPs."""
+def test_committed_growth_schedules_match_the_protocol():
+    """benchmarks/growth/schedules/ is what run.py writes: one file per protocol run, the final shape
+    for all but small-only, and every run's training FLOPs within 2% of its budget."""
     from growlang.compiler import compile_file
 
     g = growth_module()
     sc = g.SCALES["full"]
     folder = BENCH / "growth" / "schedules"
-    for s in g.SCHEDULES:
-        assert (folder / f"{s.name}.grow").read_text() == g.schedule_text(sc, s, *steps_of(folder / f"{s.name}.grow"))
-    scratch = compile_file(folder / "scratch.grow").plan
-    budget = scratch.paths[0].flops
+    runs = g.protocol(tiny=False)
+    assert {p.stem for p in folder.glob("*.grow")} == {r.name for r in runs}
+    top = g.budget_flops(sc, folder / "top.grow")
     fin = sc["final"]
-    for s in g.SCHEDULES:
-        plan = compile_file(folder / f"{s.name}.grow").plan
+    for r in runs:
+        path = folder / f"{r.name}.grow"
+        assert path.read_text() == g.schedule_text(sc, r, *g.steps_for(sc, r, path))
+        plan = compile_file(path).plan
         leaf = plan.stages[-1].shape
-        if s.shape:  # a control that trains another shape on the same FLOPs
-            assert (leaf.depth, leaf.ffn) == (s.shape["depth"], s.shape["ffn"])
-        else:
-                assert (leaf.depth, leaf.width, leaf.ffn, leaf.len, leaf.heads) == (fin["depth"], fin["width"],
-                                                                               fin["ffn"], fin["len"], 4)
-        for path in plan.paths:
-            assert abs(path.flops / budget - 1) < 0.05, (s.name, path.stages, path.flops / budget)
+        want = (sc["small"]["depth"], sc["small"]["ffn"]) if r.kind.alone_small else (fin["depth"], fin["ffn"])
+        assert (leaf.depth, leaf.ffn, leaf.len) == (*want, fin["len"])
+        assert abs(plan.paths[0].flops / (r.budget * top) - 1) < 0.02, r.name
 
 
-def steps_of(path: Path) -> tuple[int, int]:
-    import re
+def test_crossing_interpolates_in_log_flops():
+    report = growth_module() and importlib.import_module("report")
+    pts = [(1.0, 10.0, 7.0), (4.0, 40.0, 5.0)]
+    f, s = report.crossing(pts, 6.0)
+    assert f == pytest.approx(2.0) and s == pytest.approx(20.0)
+    assert report.crossing(pts, 4.0) == (None, None)
+    assert report.crossing(pts, 7.5) == (None, None)  # already below at the smallest budget: not bracketed
 
-    steps = [int(x) for x in re.findall(r"steps=(\d+)", path.read_text())]
-    return steps[0], steps[-1]
 
-
-def test_reach_and_at_interpolate():
-    g = growth_module()
-    c = g.Curve("x", "x", "final", flops=[1.0, 2.0, 4.0], time=[10.0, 20.0, 40.0], loss=[7.0, 6.0, 5.0],
-                growth=None, steps=3, tokens=3, bench={})
-    assert g.reach(c, 5.5) == (3.0, 30.0)
-    assert g.reach(c, 7.5) == (1.0, 10.0)
-    assert g.reach(c, 4.0) == (None, None)
-    assert g.at(c, 3.0) == pytest.approx(5.5)
-    assert g.at(c, 0.5) is None
+def test_downstream_split_is_by_address():
+    sides = growth_module() and importlib.import_module("downstream").addresses_by_side()
+    assert sides["dev"] and sides["train"] and not sides["dev"] & sides["train"]
 
 
 @pytest.mark.slow  # trains two tokenizers and starts a run: about a minute on an idle 2-core machine
