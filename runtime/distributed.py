@@ -132,6 +132,15 @@ class Parallel:
     def fsdp(self) -> bool:
         return self.active and self.sharding == "fsdp"
 
+    def finish(self) -> None:
+        """Training is over on this rank: wait for every rank, then close the process group.
+        A rank whose process exits with the group still open can abort in gloo's C++ threads
+        ("terminate called without an active exception") while a peer is still connected; the
+        barrier makes every rank close only after the last collective of all of them."""
+        if self.active and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     # ---------------------------------------------------------------------------- model
     def wrap(self, model: nn.Module) -> Replica:
         """Call after loading the full state into `model` and moving it to `self.device`, before

@@ -215,6 +215,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     finally:
         log.close()
 
+    par.finish()  # before rank 0 exports: the others need not wait for it
     if not par.is_main:  # rank 0 exports and summarises
         return EXIT_OK
     export_leaves(plan, out, data.tokenizer)
