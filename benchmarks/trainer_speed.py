@@ -24,6 +24,7 @@ the two N times and prints the median.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,18 +40,18 @@ TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
 
 
-def schedule(c: dict) -> str:
+def schedule(c: dict, precision: str = "fp32") -> str:
     return (f"model bert {{ vocab={c['vocab']} head_dim={c['head_dim']} max_len={c['len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
             f"train {{ batch={c['batch']} lr={LR} warmup=0 decay=constant seed={SEED} eval_every=0 eval_batches=1 "
-            "log_every=1 checkpoint_every=0 }\n"
+            f"log_every=1 checkpoint_every=0 precision={precision} }}\n"
             f"stage speed: depth={c['depth']} width={c['width']} ffn={c['ffn']} len={c['len']} steps={c['steps']}\n")
 
 
-def growlang_speed(c: dict, threads: int, workdir: Path) -> tuple[float, int]:
-    """(tokens/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
+def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tuple[float, int, float]:
+    """(tokens/s and FLOP/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
-    path.write_text(schedule(c))
+    path.write_text(schedule(c, precision))
     out = workdir / f"run-{time.monotonic_ns()}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", "cpu"],
@@ -61,10 +62,11 @@ def growlang_speed(c: dict, threads: int, workdir: Path) -> tuple[float, int]:
     rows = [r for r in rows if r.get("kind") == "train"]
     a = next(r for r in rows if r["step"] == c["skip"])
     b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
-    return (b["tokens"] - a["tokens"]) / (b["time"] - a["time"]), b["step"] - a["step"]
+    seconds = b["time"] - a["time"]
+    return (b["tokens"] - a["tokens"]) / seconds, b["step"] - a["step"], (b["flops"] - a["flops"]) / seconds
 
 
-def hf_speed(c: dict, threads: int) -> tuple[float, int]:
+def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
@@ -88,11 +90,14 @@ def hf_speed(c: dict, threads: int) -> tuple[float, int]:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=LR, betas=(B1, B2), eps=EPS)
 
+    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+
     def step(g: int) -> None:
         b = stream.batch(c["batch"], c["len"], predicted_positions(plan.data.mask, c["len"]), g)
         labels = torch.full_like(b.input_ids, -100).scatter_(1, b.positions, b.targets)
         opt.zero_grad(set_to_none=True)
-        loss = model(input_ids=b.input_ids, labels=labels).loss
+        with amp:  # bf16: autocast of the forward, fp32 weights, as a user would write it
+            loss = model(input_ids=b.input_ids, labels=labels).loss
         loss.backward()
         float(loss.detach())  # the runtime reads the loss every step too
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -104,7 +109,36 @@ def hf_speed(c: dict, threads: int) -> tuple[float, int]:
     n = c["steps"] - 1 - c["skip"]  # the same steps growlang's metrics time: skip+1 .. steps-1
     for g in range(c["skip"], c["steps"] - 1):
         step(g)
-    return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n
+    return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n, None
+
+
+def matmul_ceiling(dtype, threads: int, n: int = 1024, reps: int = 8) -> float:
+    """GFLOP/s of an n x n x n matmul in `dtype` on this CPU (best of `reps`, after a warm-up):
+    the ceiling that the trainers' FLOP/s are a fraction of."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def cpu_model() -> str:
+    """lscpu's model name (what the machine is), with the bf16 instructions it has."""
+    from growlang.runtime.precision import FAST_BF16_CPU_FLAGS, cpu_flags
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?")
+    except OSError:
+        name = "?"
+    flags = [f for f in FAST_BF16_CPU_FLAGS if f in cpu_flags()]
+    return f"{name} (bf16 instructions: {', '.join(flags) or 'none'})"
 
 
 def profile(c: dict, threads: int) -> None:
@@ -169,28 +203,38 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line)
         print(line, flush=True)
 
+    ceilings = {"fp32": matmul_ceiling(torch.float32, a.threads), "bf16": matmul_ceiling(torch.bfloat16, a.threads)}
     say(f"training throughput, {c['depth']} layers x {c['width']} (ffn {c['ffn']}, "
-          f"{c['width'] // c['head_dim']} heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}, "
-          f"post-LN BERT, dropout 0.1, AdamW fp32, grad clip {CLIP}, {a.threads} thread(s), torch "
-          f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
-    ours, theirs = [], []
+        f"{c['width'] // c['head_dim']} heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}, "
+        f"post-LN BERT, dropout 0.1, AdamW (fp32 master weights), grad clip {CLIP}, {a.threads} thread(s), torch "
+        f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
+    say(f"CPU: {cpu_model()}; matmul ceiling (1024^3, {a.threads} thread(s)): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
+        f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
+    sides = [("growlang run fp32 (masked-only MLM head)", growlang_speed, "fp32"),
+             ("growlang run precision=bf16", growlang_speed, "bf16"),
+             ("transformers BertForMaskedLM sdpa fp32", hf_speed, "fp32"),
+             ("transformers ... + autocast bf16", hf_speed, "bf16")]
+    rows = {name: [] for name, _, _ in sides}
     with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
-        for _ in range(a.repeat):
-            load = os.getloadavg()[0]
-            tps, n = growlang_speed(c, a.threads, Path(tmp))
-            ours.append((tps, n, load))
-            load = os.getloadavg()[0]
-            tps, n = hf_speed(c, a.threads)
-            theirs.append((tps, n, load))
+        for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
+            for name, fn, precision in sides:
+                load = os.getloadavg()[0]
+                args = (c, a.threads, Path(tmp), precision) if fn is growlang_speed else (c, a.threads, precision)
+                rows[name].append((*fn(*args), precision, load))
     say(f"command: python benchmarks/trainer_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}; "
         f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    say(f"\n{'trainer':<46} {'tokens/s':>10} {'timed steps':>12} {'load (1 min)':>13}")
-    for name, rows in (("growlang run (masked-only MLM head)", ours),
-                       ("transformers BertForMaskedLM sdpa loop", theirs)):
-        for tps, n, load in rows:
-            say(f"{name:<46} {tps:>10.0f} {n:>12} {load:>13.2f}")
-    ratio = statistics.median(o[0] for o in ours) / statistics.median(t[0] for t in theirs)
-    say(f"\nratio growlang / transformers (median of {a.repeat}): {ratio:.2f}x  (goal >= 1.2x)")
+    say(f"\n{'trainer':<42} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
+    for name, _, _ in sides:
+        for tps, n, flops, precision, load in rows[name]:
+            gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
+            say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
+    med = {name: statistics.median(r[0] for r in rs) for name, rs in rows.items()}
+    g32, g16, h32, h16 = (med[name] for name, _, _ in sides)
+    say(f"\nratios (medians of {a.repeat}): growlang fp32 / HF fp32 {g32 / h32:.2f}x; growlang bf16 / HF fp32 "
+        f"{g16 / h32:.2f}x; growlang bf16 / HF bf16 {g16 / h16:.2f}x; growlang bf16 / growlang fp32 {g16 / g32:.2f}x")
+    say("goals (issue 11): with fast bf16, >= 2.5x HF fp32 and >= 1.3x HF bf16; without, fp32 >= 1.3x HF fp32. "
+        "GFLOP/s counts the runtime's own FLOPs (growlang/accounting.py); HF does more (its head runs on "
+        "every position), so only tokens/s compare across trainers")
     if a.save:
         a.save.parent.mkdir(parents=True, exist_ok=True)
         a.save.write_text("\n".join(lines) + "\n")

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="time training steps on this device; write a profile for check --profile",
                        **kw)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     p.add_argument("--out", default="profile.json", metavar="PROFILE.json", help="where to write it (profile.json)")
     p.add_argument("--quick", action="store_true", help="half the shape grid (seconds on a CPU)")
     p.set_defaults(handler=cmd_calibrate)

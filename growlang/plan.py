@@ -57,7 +57,7 @@ class TrainSpec:
     beta2: float
     eps: float
     grad_clip: float  # max global grad norm; 0 disables
-    precision: str  # "fp32" | "bf16" | "fp16" (autocast; master weights stay fp32)
+    precision: str  # "fp32" | "bf16" | "fp16" | "auto" (autocast; master weights stay fp32; runtime/precision.py)
     seed: int
     on_grow: str  # "reset" | "carry"
     lr_on_grow: str  # "restart" | "continue" | "rewarm"

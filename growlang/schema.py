@@ -65,7 +65,7 @@ class TrainBlock(_Frozen):
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-6, gt=0)
     grad_clip: float = Field(1.0, ge=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     seed: int = Field(0, ge=0)
     on_grow: Literal["reset", "carry"] = "reset"
     lr_on_grow: tuple = ("restart", 0)  # (policy, rewarm steps); written restart|continue|rewarm(N)

@@ -184,7 +184,8 @@ def plan_seconds(plan, profile: dict) -> dict:
     coef = profile["coefficients"]
     stages = {s.name: stage_seconds(plan, s, coef) for s in plan.stages}
     warnings = mismatch_warnings(profile)
-    if profile["precision"] != plan.train.precision:
+    # `auto` resolves on the device at run time (runtime/precision.py); any profile may match it
+    if plan.train.precision != "auto" and profile["precision"] != plan.train.precision:
         warnings.append(f"the profile was measured at precision {profile['precision']}, the schedule trains at "
                         f"{plan.train.precision}: recalibrate with --precision {plan.train.precision}")
     paths = []

@@ -25,6 +25,7 @@ from growlang.compiler import compile_text
 from growlang.runtime.data import Specials, TokenStream
 from growlang.runtime.errors import UserError
 from growlang.runtime.metrics import MetricsLog
+from growlang.runtime.precision import resolve as resolve_precision
 from growlang.runtime.run import resolve_device
 from growlang.runtime.trainer import Trainer
 from growlang.time_model import SCHEMA, features, fit, predict, stage_step_shape
@@ -99,9 +100,9 @@ def measure(point: tuple, precision: str, device: torch.device, work: Path) -> d
 def calibrate(device: str = "auto", precision: str = "fp32", quick: bool = False,
               progress=print) -> dict:
     dev = resolve_device(device)
-    if dev.type != "cuda" and precision != "fp32":
-        raise UserError(f"--precision {precision} on {dev.type}: the trainer trains in fp32 on a CPU, so a "
-                        "profile for it would time fp32; calibrate with --precision fp32")
+    resolved = resolve_precision(precision, dev)  # fp16 off CUDA is refused here, before any timing
+    progress(resolved.describe())
+    precision = resolved.name  # the profile records what was timed, `auto` resolved
     grid = GRID[::2] if quick else GRID
     rows = []
     with tempfile.TemporaryDirectory(prefix="growlang-calibrate-") as tmp:

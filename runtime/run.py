@@ -130,9 +130,11 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
     from growlang.runtime import distributed
+    from growlang.runtime.precision import resolve as resolve_precision
 
     par = distributed.setup(resolve_device(device), plan)  # one process, or a rank of torchrun's
     dev = par.device
+    precision = resolve_precision(plan.train.precision, dev)  # fp16 off CUDA stops here, before the data
     ckdir = out / "checkpoints"
     start = None
     if resume:
@@ -164,8 +166,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
                       "exporting it again", file=sys.stderr)
             print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
                   f"{start.state['global_step']})", file=sys.stderr)
-    if dev.type == "cpu" and plan.train.precision != "fp32":
-        print(f"note: precision={plan.train.precision} runs as fp32 on the CPU", file=sys.stderr)
+    if par.is_main:
+        print(precision.describe(), file=sys.stderr)
 
     micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
     eval_tokens = micro * (plan.eval_len - 1)  # the held-out documents fill at least one eval batch
@@ -194,7 +196,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         print(gap, file=sys.stderr)
     log = (MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
            if par.is_main else distributed.NullLog())
-    trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par)
+    trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par,
+                      precision=precision)
     try:
         trainer.train(start)
     except NonFiniteLoss as e:

@@ -29,6 +29,7 @@ from growlang.runtime.metrics import (MetricsLog, Progress, StageSummary, announ
 from growlang.runtime.model import Encoder, EncoderConfig, param_roles
 from growlang.runtime.operators import carry_optimizer_state, grow
 from growlang.runtime.distributed import NullProgress, Parallel
+from growlang.runtime.precision import Precision, resolve as resolve_precision
 
 
 class NonFiniteLoss(Exception):
@@ -43,7 +44,8 @@ class Stopped(Exception):
 
 class Trainer:
     def __init__(self, plan: Plan, out: Path, stream, eval_set: list, device: torch.device,
-                 log: MetricsLog, stop_after_steps: int | None = None, parallel: Parallel | None = None):
+                 log: MetricsLog, stop_after_steps: int | None = None, parallel: Parallel | None = None,
+                 precision: Precision | None = None):
         self.plan, self.out, self.stream, self.eval_set = plan, out, stream, eval_set
         self.device, self.log, self.stop_after_steps = device, log, stop_after_steps
         self.par = parallel or Parallel(device=device)  # ranks: runtime/distributed.py
@@ -54,10 +56,9 @@ class Trainer:
         self.summaries: dict[str, StageSummary] = {}
         self.steps_this_process = 0
         self.last_checkpoint: Path | None = None
-        t = plan.train
-        cuda = device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision) if cuda else None
-        self.scaler = torch.amp.GradScaler("cuda") if cuda and t.precision == "fp16" else None
+        self.precision = precision or resolve_precision(plan.train.precision, device)  # runtime/precision.py
+        self.amp_dtype = self.precision.amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.scales_loss else None
         # per-stage state, set by start_stage
         self.stage: StagePlan | None = None
         self.cfg: EncoderConfig | None = None

@@ -27,7 +27,7 @@ def test_calibrate_writes_a_profile_check_can_use(tmp_path, monkeypatch):
     assert set(seconds["stages"]) == {"1", "2", "3"} and seconds["paths"][0]["baseline_seconds"] > 0
 
 
-@pytest.mark.parametrize("argv, message", [(["--precision", "bf16", "--device", "cpu"], "trains in fp32 on a CPU"),
+@pytest.mark.parametrize("argv, message", [(["--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
                                            (["--out", "."], "is a folder")])
 def test_calibrate_refuses_bad_requests_before_timing(argv, message):
     done = subprocess.run([sys.executable, "-m", "growlang", "calibrate", *argv], capture_output=True, text=True)

@@ -1,0 +1,82 @@
+"""The training precision a run uses on its device, resolved once from `train { precision=... }`.
+
+`fp32` trains in fp32. `bf16` and `fp16` autocast the forward pass (the matmuls in the reduced
+type) and keep fp32 master weights, gradients and Adam moments, on the CPU as on CUDA; `fp16`
+also scales the loss and exists only on CUDA (the CPU has no fp16 autocast that pays off).
+`auto` picks bf16 where the device runs it fast and fp32 elsewhere:
+- CUDA: bf16 when `torch.cuda.is_bf16_supported()` (Ampere and newer), else fp32;
+- CPU: bf16 when the CPU has AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`) in /proc/cpuinfo's
+  flags, the instructions oneDNN's bf16 matmuls run on; without them bf16 is emulated and slower
+  than fp32 (measured: benchmarks/trainer_speed.py), so fp32.
+The run prints what it chose and why (`Precision.describe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from growlang.runtime.errors import UserError
+
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    requested: str  # what the schedule says: fp32 | bf16 | fp16 | auto
+    name: str  # what the run uses: fp32 | bf16 | fp16
+    why: str  # one clause, printed at the start of the run
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    @property
+    def scales_loss(self) -> bool:
+        return self.name == "fp16"
+
+    def describe(self) -> str:
+        if self.name == "fp32":
+            return f"precision: fp32 ({self.why})"
+        return f"precision: {self.name} autocast, fp32 master weights ({self.why})"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU feature flags the kernel reports; empty where there is no /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def fast_bf16(device: torch.device, flags: frozenset[str] | None = None) -> tuple[bool, str]:
+    """Whether `device` runs bf16 matmuls faster than fp32, and the reason in words."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return True, f"{torch.cuda.get_device_name(device)} supports bf16"
+        return False, f"{torch.cuda.get_device_name(device)} has no bf16 support"
+    found = [f for f in FAST_BF16_CPU_FLAGS if f in (cpu_flags() if flags is None else flags)]
+    if found:
+        return True, f"this CPU has {' and '.join(found)}"
+    return False, f"this CPU has neither {' nor '.join(FAST_BF16_CPU_FLAGS)}"
+
+
+def resolve(requested: str, device: torch.device, flags: frozenset[str] | None = None) -> Precision:
+    """The precision for `device`; UserError for fp16 off CUDA (before any data is read)."""
+    if requested == "fp16" and device.type != "cuda":
+        raise UserError(f"precision=fp16 needs a CUDA GPU and this run is on {device.type}; "
+                        "use precision=bf16 (autocast on this device) or precision=fp32 in the `train` block")
+    if requested == "auto":
+        fast, why = fast_bf16(device, flags)
+        return Precision("auto", "bf16" if fast else "fp32", f"auto: {why}")
+    if requested == "bf16" and device.type == "cpu":
+        fast, why = fast_bf16(device, flags)
+        if not fast:
+            return Precision("bf16", "bf16", f"as asked; note {why}, so bf16 may be slower than fp32 here")
+    return Precision(requested, requested, "as the schedule asks")
