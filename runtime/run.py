@@ -166,8 +166,6 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
                       "exporting it again", file=sys.stderr)
             print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
                   f"{start.state['global_step']})", file=sys.stderr)
-    if par.is_main:
-        print(precision.describe(), file=sys.stderr)
 
     micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
     eval_tokens = micro * (plan.eval_len - 1)  # the held-out documents fill at least one eval batch
@@ -196,6 +194,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         print(gap, file=sys.stderr)
     log = (MetricsLog(out / "metrics.jsonl", truncate_to=start.state["metrics_bytes"] if start else 0)
            if par.is_main else distributed.NullLog())
+    if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
+        print(precision.describe(), file=sys.stderr)
     trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par,
                       precision=precision)
     try:

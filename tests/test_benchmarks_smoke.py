@@ -58,8 +58,9 @@ def test_growth_tiny(tmp_path):
 
 def test_trainer_speed_tiny(tmp_path):
     out = run(str(BENCH / "trainer_speed.py"), "--tiny", "--save", str(tmp_path / "t.txt"))
-    assert "ratio growlang / transformers" in out
-    assert "transformers BertForMaskedLM sdpa loop" in (tmp_path / "t.txt").read_text()
+    assert "growlang fp32 / HF fp32" in out and "matmul ceiling" in out
+    saved = (tmp_path / "t.txt").read_text()
+    assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
 
 
 def test_model_speed_tiny():

