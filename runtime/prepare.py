@@ -3,7 +3,8 @@ else tokenized once (`growlang prepare`, or `growlang run` when the store is mis
 
 Reuse is decided without reading the corpus: the store's folder in the cache is named by a hash
 of the corpus fingerprint (`corpus.fingerprint`: each file's path, size, mtime and a hash of
-sampled blocks, plus the reading rules) and of the tokenizer's content hash.
+sampled blocks, plus the reading rules), of the tokenizer's content hash and, for a causal-LM
+family, of its objective ("clm": documents end with eos instead of [SEP], `document_separator`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from growlang.corpus_format import STORE_MANIFEST
+from growlang.families import family
 from growlang.plan import DataSpec
 from growlang.runtime.crash_points import pause
 from growlang.runtime.corpus import ReadCounts, fingerprint, fingerprint_key, is_store, iter_documents
 from growlang.runtime.errors import UserError
 from growlang.runtime.failures import FULL, free_space, human_bytes
 from growlang.runtime.store import FORMAT, StoreWriter, TokenStore, open_store, read_manifest
-from growlang.runtime.tokenizer import cache_root, load_tokenizer, local_tokenizer, tokenizer_hash
+from growlang.runtime.tokenizer import (DOCUMENT_END, OBJECTIVES, cache_root, document_separator, load_tokenizer,
+                                        local_tokenizer, tokenizer_hash)
 
 ENCODE_CHARS = 1 << 20  # text per encode_batch call: bounds memory, keeps the Rust threads busy
 
@@ -92,26 +95,30 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
         yield x
 
 
-def encode(docs: Iterator[str], tok) -> Iterator[list[np.ndarray]]:
-    """Batches of documents' ids (no [CLS]), each followed by one [SEP]."""
-    backend, sep = tok.backend_tokenizer, tok.sep_token_id
+def encode(docs: Iterator[str], tok, sep: int) -> Iterator[list[np.ndarray]]:
+    """Batches of documents' ids (no [CLS], no bos), each followed by one `sep` (`document_separator`)."""
+    backend = tok.backend_tokenizer
     for batch in _prefetch(_batches(docs, ENCODE_CHARS)):
         # encode_batch_fast skips the offsets we never use; the Rust side runs on all cores
         yield [np.array(e.ids + [sep], dtype=np.uint32) for e in
                backend.encode_batch_fast(batch, add_special_tokens=False)]
 
 
-def _store_key(fp_key: str, tok_hash: str) -> str:
-    return hashlib.blake2b(f"{fp_key}:{tok_hash}:{FORMAT}".encode(), digest_size=12).hexdigest()
+def _store_key(fp_key: str, tok_hash: str, objective: str) -> str:
+    # One tokenizer can end documents with [SEP] or with eos; "mlm" keys stay as they were before
+    # objectives existed, so the stores already in caches are still found.
+    tail = "" if objective == "mlm" else f":{objective}"
+    return hashlib.blake2b(f"{fp_key}:{tok_hash}:{FORMAT}{tail}".encode(), digest_size=12).hexdigest()
 
 
 def build_store(spec: DataSpec, tok, folder: Path, meta: dict, progress: bool = True) -> TokenStore:
-    """Tokenize the corpus into a new store at `folder` (atomically: see runtime/store.py)."""
+    """Tokenize the corpus into a new store at `folder` (atomically: see runtime/store.py), every
+    document ending with `meta["separator"]`."""
     counts = ReadCounts()
     writer = StoreWriter(folder, len(tok))
     bar = Progress(spec.corpus, counts, enabled=progress)
     try:
-        for docs in encode(iter_documents(spec, counts), tok):
+        for docs in encode(iter_documents(spec, counts), tok, meta["separator"]):
             writer.add(docs)
             bar.update(writer.tokens)
             pause("store-write", str(writer.tmp))
@@ -135,11 +142,20 @@ def build_store(spec: DataSpec, tok, folder: Path, meta: dict, progress: bool = 
     return open_store(folder, verify=False)
 
 
-def _store_tokenizer(spec: DataSpec, folder: Path, vocab: int, manifest: dict):
-    """`tokenizer=builtin` with a store: the store's own; else the named one, which must match it."""
+def _store_objective(manifest: dict) -> str:
+    return manifest.get("objective", "mlm")  # stores written before objectives existed end with [SEP]
+
+
+def _store_tokenizer(spec: DataSpec, folder: Path, vocab: int, manifest: dict, objective: str):
+    """`tokenizer=builtin` with a store: the store's own; else the named one, which must match it.
+    Either way the store's documents must end as the objective needs."""
+    if (made := _store_objective(manifest)) != objective:
+        raise UserError(f"the token store {folder} was prepared for a {OBJECTIVES[made]} family (its documents end "
+                        f"with {DOCUMENT_END[made]}), but `model {{ ... }}` names a {OBJECTIVES[objective]} family; "
+                        "prepare the corpus again with this schedule (`growlang prepare FILE.grow`)")
     if spec.tokenizer == "builtin":
-        return local_tokenizer(str(folder / "tokenizer"), vocab)
-    tok = local_tokenizer(spec.tokenizer, vocab)
+        return local_tokenizer(str(folder / "tokenizer"), vocab, objective)
+    tok = local_tokenizer(spec.tokenizer, vocab, objective)
     if tokenizer_hash(tok) != manifest["tokenizer_hash"]:
         raise UserError(f"tokenizer {spec.tokenizer} does not fit the token store {folder}: the store was prepared "
                         "with another tokenizer; use `data { tokenizer=builtin }` to use the store's own, or "
@@ -148,28 +164,29 @@ def _store_tokenizer(spec: DataSpec, folder: Path, vocab: int, manifest: dict):
 
 
 def prepare(spec: DataSpec, vocab: int, cache_dir: Path | None = None, out: Path | None = None,
-            progress: bool = True) -> Prepared:
-    """The corpus' tokenizer and token store: the named store, a matching one in the cache (or at
-    `out`), or a new one built there."""
+            progress: bool = True, objective: str = "mlm") -> Prepared:
+    """The corpus' tokenizer and token store for the family's `objective` ("mlm" or "clm"): the
+    named store, a matching one in the cache (or at `out`), or a new one built there."""
     if is_store(spec.corpus):
         folder = Path(os.path.expanduser(spec.corpus))
         store = open_store(folder)
-        return Prepared(_store_tokenizer(spec, folder, vocab, store.manifest), store)
+        return Prepared(_store_tokenizer(spec, folder, vocab, store.manifest, objective), store)
     fp = fingerprint(spec)
     fp_key = fingerprint_key(fp)
-    tok = load_tokenizer(spec, vocab, cache_dir, fp_key=fp_key)
+    tok = load_tokenizer(spec, vocab, cache_dir, fp_key=fp_key, objective=objective)
     tok_hash = tokenizer_hash(tok)
-    folder = Path(out) if out is not None else cache_root(cache_dir) / "stores" / _store_key(fp_key, tok_hash)
+    key = _store_key(fp_key, tok_hash, objective)
+    folder = Path(out) if out is not None else cache_root(cache_dir) / "stores" / key
     if (folder / STORE_MANIFEST).exists():
         m = read_manifest(folder)
-        if m.get("fingerprint_key") == fp_key and m.get("tokenizer_hash") == tok_hash:
+        if (m.get("fingerprint_key"), m.get("tokenizer_hash"), _store_objective(m)) == (fp_key, tok_hash, objective):
             return Prepared(tok, open_store(folder))
-        raise UserError(f"{folder} holds a token store of another corpus or tokenizer; delete it or choose "
-                        "another --out")
+        raise UserError(f"{folder} holds a token store of another corpus, tokenizer or kind of model family; delete "
+                        "it or choose another --out")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UserError(f"{folder} exists and is not an empty folder or a token store; choose another --out")
     meta = {"corpus": spec.corpus, "fingerprint_key": fp_key, "fingerprint": fp, "tokenizer_hash": tok_hash,
-            "vocab": len(tok)}
+            "vocab": len(tok), "objective": objective, "separator": document_separator(tok, objective)}
     return Prepared(tok, build_store(spec, tok, folder, meta, progress))
 
 
@@ -178,7 +195,7 @@ def main(plan, out: Path | None) -> int:
     from growlang.runtime.run import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM
 
     try:
-        p = prepare(plan.data, plan.model.vocab, out=out)
+        p = prepare(plan.data, plan.model.vocab, out=out, objective=family(plan.model.family).objective)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PROBLEM

@@ -1,15 +1,20 @@
-"""The tokenizer of a run: a WordPiece trained on the corpus (`tokenizer=builtin`), or a local one.
+"""The tokenizer of a run: one trained on the corpus (`tokenizer=builtin`), or a local one.
 
-`builtin` trains a BERT-style uncased WordPiece with the `tokenizers` library on a bounded,
-deterministic sample of the run's corpus (`sample_documents`: all of it up to SAMPLE_CHARS, e.g.
-the whole State of the Union corpus for `corpus=builtin`) with exactly `model { vocab }` entries,
-and caches it under `$GROWLANG_CACHE/tokenizers/<key>/` (default `~/.cache/growlang`), keyed by the
-corpus fingerprint, the vocab size and TRAINER_VERSION. Training is deterministic (`train_wordpiece`).
+`builtin` trains, with the `tokenizers` library on a bounded, deterministic sample of the run's
+corpus (`sample_documents`: all of it up to SAMPLE_CHARS, e.g. the whole State of the Union corpus
+for `corpus=builtin`), a tokenizer of exactly `model { vocab }` entries that suits the family's
+objective: for masked-LM encoders ("mlm") a BERT-style uncased WordPiece (`train_wordpiece`), for
+causal-LM decoders ("clm") a GPT-2-style byte-level BPE (`train_bpe`) whose one special token
+`<|endoftext|>` is bos, eos, unk and pad. It is cached under `$GROWLANG_CACHE/tokenizers/<key>/`
+(default `~/.cache/growlang`), keyed by the corpus fingerprint, the vocab size and the trainer's
+version (BUILTINS), and training is deterministic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -26,7 +31,11 @@ if TYPE_CHECKING:  # transformers takes seconds to import; training a vocab does
     from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, BERT's names
-TRAINER_VERSION = "wordpiece-v1"  # bump when training changes, so old caches are not reused
+EOT = "<|endoftext|>"  # GPT-2's name; the byte-level BPE's only special token, id 0
+BYTES = 256  # the byte-level alphabet: every byte is a symbol, so no text is ever unknown
+OBJECTIVES = {"mlm": "masked-LM", "clm": "causal-LM"}  # a family's pretraining objective, in words
+# The token that ends every document in the token store, per objective (`document_separator`).
+DOCUMENT_END = {"mlm": "sep_token", "clm": "eos_token"}
 MAX_ALPHABET = 1000  # BERT's limit_alphabet
 SAMPLE_CHARS = 32 << 20  # the builtin tokenizer trains on at most this much text of the corpus
 ALPHABET_CHUNK = 4096  # documents counted at a time
@@ -99,13 +108,66 @@ def bert_tokenizer(vocab: dict[str, int]) -> PreTrainedTokenizerFast:
     return BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=1 << 30)
 
 
-def _atomic_save(tok: PreTrainedTokenizerFast, vocab: dict[str, int], folder: Path) -> None:
+def train_bpe(docs: list[str], vocab: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE of exactly `vocab` entries, the same in every process: its vocabulary
+    (<|endoftext|> = 0, the 256 byte symbols in code point order, then one token per merge in the
+    order learned) and its merges.
+
+    No detour is needed here, unlike `train_wordpiece`: with the whole byte alphabet given up front
+    and no continuation prefix, the trainer adds no symbol in HashMap order, and it breaks ties
+    between equally frequent merges by the symbols' ids, which are then all fixed (tokenizers'
+    bpe/trainer.rs, `Merge::cmp`). A corpus too small to fill the vocab is padded with
+    `<|unused0|>`, `<|unused1|>`, ..., vocabulary entries that no merge produces, so no text maps
+    to them.
+    """
+    if vocab < BYTES + 1:
+        raise UserError(f"`model {{ vocab={vocab} }}` is too small for the byte-level BPE, which holds the "
+                        f"{BYTES} bytes and {EOT}; use vocab >= {BYTES + 1}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's, as in `gpt2_tokenizer`
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(docs, trainer)
+    model = json.loads(tok.to_str())["model"]
+    words: dict[str, int] = model["vocab"]
+    unused = (t for t in (f"<|unused{i}|>" for i in range(vocab)) if t not in words)
+    for t in itertools.islice(unused, vocab - len(words)):
+        words[t] = len(words)
+    return words, [tuple(m) for m in model["merges"]]  # pairs since tokenizers 0.20 (pyproject's floor)
+
+
+def gpt2_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> PreTrainedTokenizerFast:
+    """A GPT-2 tokenizer (byte-level pre-tokenizer and decoder, no prefix space) over `vocab` and
+    `merges`, with <|endoftext|> as bos, eos, unk and pad; it adds no special token to a text."""
+    from transformers import GPT2Tokenizer  # backed by `tokenizers` in transformers 5
+
+    return GPT2Tokenizer(vocab=vocab, merges=merges, unk_token=EOT, bos_token=EOT, eos_token=EOT, pad_token=EOT,
+                         model_max_length=1 << 30)
+
+
+def _wordpiece(docs: list[str], vocab: int) -> tuple[PreTrainedTokenizerFast, dict[str, str]]:
+    words = train_wordpiece(docs, vocab)
+    return bert_tokenizer(words), {"vocab.txt": "".join(t + "\n" for t in words)}
+
+
+def _bpe(docs: list[str], vocab: int) -> tuple[PreTrainedTokenizerFast, dict[str, str]]:
+    return gpt2_tokenizer(*train_bpe(docs, vocab)), {}
+
+
+# The builtin tokenizer per objective: its trainer's version (bump it when training changes, so old
+# caches are not reused; it is part of the cache key) and the function that trains it and gives
+# the tokenizer with any extra files to save beside it.
+BUILTINS = {"mlm": ("wordpiece-v1", _wordpiece), "clm": ("bytelevel-bpe-v1", _bpe)}
+
+
+def _atomic_save(tok: PreTrainedTokenizerFast, extra: dict[str, str], folder: Path) -> None:
     # Write a sibling temp folder, then rename: a crash or a concurrent run never sees half a cache.
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
     try:
         tok.save_pretrained(str(tmp))
-        (tmp / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+        for name, text in extra.items():
+            (tmp / name).write_text(text, encoding="utf-8")
         os.replace(tmp, folder)
     except OSError:
         if not folder.exists():
@@ -136,13 +198,15 @@ def sample_documents(spec: DataSpec) -> list[str]:
     return sample
 
 
-def builtin_tokenizer(spec: DataSpec, vocab: int, fp_key: str, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
-    """The WordPiece trained on the corpus' sample with `vocab` entries, from the cache when it is there."""
-    key = hashlib.blake2b(f"{fp_key}:{vocab}:{TRAINER_VERSION}:{SAMPLE_CHARS}".encode(), digest_size=12).hexdigest()
+def builtin_tokenizer(spec: DataSpec, vocab: int, fp_key: str, cache_dir: Path | None = None,
+                      objective: str = "mlm") -> PreTrainedTokenizerFast:
+    """The objective's builtin tokenizer (BUILTINS) trained on the corpus' sample with `vocab`
+    entries, from the cache when it is there."""
+    version, train = BUILTINS[objective]  # the version names the kind: "wordpiece-v1" keys are as before
+    key = hashlib.blake2b(f"{fp_key}:{vocab}:{version}:{SAMPLE_CHARS}".encode(), digest_size=12).hexdigest()
     folder = cache_root(cache_dir) / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        words = train_wordpiece(sample_documents(spec), vocab)
-        _atomic_save(bert_tokenizer(words), words, folder)
+        _atomic_save(*train(sample_documents(spec), vocab), folder)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -152,8 +216,15 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model
                    "sentencepiece.bpe.model")
 
 
-def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
-    """A Hugging Face tokenizer folder, checked against the model's vocab size."""
+# The tokens a local tokenizer must have per objective, and why (the masked-LM batches need all three).
+NEEDED = {"mlm": (("cls_token", "sep_token", "mask_token"),
+                  "masked-LM pretraining needs [CLS], [SEP] and [MASK] tokens"),
+          "clm": (("eos_token",), "causal-LM pretraining ends every document with the eos token (GPT-2's is "
+                                  "<|endoftext|>); set `eos_token` in its tokenizer_config.json")}
+
+
+def local_tokenizer(path: str, vocab: int, objective: str = "mlm") -> PreTrainedTokenizerFast:
+    """A Hugging Face tokenizer folder, checked against the objective's needs and the model's vocab size."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     folder = Path(os.path.expanduser(path))
@@ -173,10 +244,10 @@ def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
                         f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from None
     if not isinstance(tok, PreTrainedTokenizerFast):
         raise UserError(f"tokenizer folder {path} holds a slow tokenizer; save one with a tokenizer.json")
-    missing = [name for name in ("cls_token", "sep_token", "mask_token") if getattr(tok, name, None) is None]
+    names, why = NEEDED[objective]
+    missing = [name for name in names if getattr(tok, name, None) is None]
     if missing:
-        raise UserError(f"tokenizer folder {path} has no {', '.join(missing)}; masked-LM pretraining needs "
-                        "[CLS], [SEP] and [MASK] tokens")
+        raise UserError(f"tokenizer folder {path} has no {', '.join(missing)}; {why}")
     if len(tok) != vocab:
         raise UserError(f"tokenizer folder {path} has {len(tok)} tokens but `model {{ vocab={vocab} }}`; "
                         f"set `vocab={len(tok)}` in the model block")
@@ -184,13 +255,18 @@ def local_tokenizer(path: str, vocab: int) -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(spec: DataSpec, vocab: int, cache_dir: Path | None = None,
-                   fp_key: str | None = None) -> PreTrainedTokenizerFast:
-    """The run's tokenizer with exactly `vocab` entries (`fp_key`: the corpus fingerprint's key,
-    when the caller has it)."""
+                   fp_key: str | None = None, objective: str = "mlm") -> PreTrainedTokenizerFast:
+    """The run's tokenizer with exactly `vocab` entries for the family's `objective` ("mlm" or
+    "clm"; `fp_key`: the corpus fingerprint's key, when the caller has it)."""
     if spec.tokenizer != "builtin":
-        return local_tokenizer(spec.tokenizer, vocab)
+        return local_tokenizer(spec.tokenizer, vocab, objective)
     if fp_key is None:
         from growlang.runtime.corpus import fingerprint, fingerprint_key
 
         fp_key = fingerprint_key(fingerprint(spec))
-    return builtin_tokenizer(spec, vocab, fp_key, cache_dir)
+    return builtin_tokenizer(spec, vocab, fp_key, cache_dir, objective)
+
+
+def document_separator(tok: PreTrainedTokenizerFast, objective: str) -> int:
+    """The id that ends every document in the token store: [SEP] for "mlm", eos for "clm"."""
+    return getattr(tok, DOCUMENT_END[objective] + "_id")
