@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from growlang import accounting
 from growlang.checks import CheckedSchedule
+from growlang.families import family
+from growlang.family_checks import data_defaults_hidden, model_defaults_used
 from growlang.plan import PathCost, Plan, StagePlan, TrainSpec
 
 # BERT's warm-up was 10k of 1M steps: 1% of the longest path's steps when none is written.
@@ -18,11 +20,14 @@ def _fmt(v) -> str:
 
 
 def defaults_used(schedule) -> list[str]:
-    used = []
-    for kind in ("model", "data", "train"):
+    """The defaults `check` lists: the model block's are the family's (family_checks); keys the
+    family ignores (a causal LM's `mask`) are not listed."""
+    used = model_defaults_used(schedule.model)
+    hidden = ("micro_batch", "warmup") + data_defaults_hidden(family(schedule.model.family))
+    for kind in ("data", "train"):
         block = getattr(schedule, kind)
         for key in type(block).model_fields:
-            if key not in block.model_fields_set and key not in ("micro_batch", "warmup"):
+            if key not in block.model_fields_set and key not in hidden:
                 used.append(f"{kind}.{key}={_fmt(getattr(block, key))}")
     return used
 
@@ -34,8 +39,9 @@ def assemble(checked: CheckedSchedule) -> Plan:
     for name in c.order:
         block, shape = c.blocks[name], c.shapes[name]
         batch = block.batch or t.batch
-        read = accounting.reading(shape.len, *c.reads[name], c.data.mask)
-        steps = block.steps or accounting.steps_for_tokens(block.tokens, batch, read.read_len)
+        read = accounting.reading(shape.len, *c.reads[name], c.data.mask, family(c.model.family).objective)
+        steps = block.steps or accounting.steps_for_tokens(block.tokens, batch,
+                                                            accounting.tokens_per_sequence(c.model, read))
         cost = accounting.stage_cost(c.model, shape, read, batch=batch, steps=steps, precision=t.precision)
         stages[name] = StagePlan(name, c.parents[name], shape, steps, batch, min(micro, batch), block.lr or t.lr,
                                  read, cost, c.lines[name])

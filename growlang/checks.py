@@ -15,6 +15,8 @@ import networkx as nx
 from growlang.diagnostics import Diagnostic, error, warning
 from growlang.growth import check_items, transition_ops
 from growlang.corpus_format import check_corpus
+from growlang.families import family
+from growlang.family_checks import model_spec, objective_warnings
 from growlang.plan import DataSpec, ModelSpec, Shape, TransitionPlan
 from growlang.schema import Parts, Schedule, StageBlock
 from growlang.shapes import INHERITED, resolve_shape, value_spans, written_ffn
@@ -53,9 +55,12 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
     on it); returns the CheckedSchedule when `complete` (no errors before) and none were found here."""
     found: list[Diagnostic] = []
     m, d = parts.model, parts.data
+    spec = model_spec(m) if m is not None else None
     blocks = {}
     for b in syntax.blocks:
         blocks.setdefault(b.kind, b)  # a repeated block is an error; the first one is the one validated
+    if spec is not None and "data" in blocks:
+        found += objective_warnings(family(spec.family), blocks["data"].settings)
     data_paths = {}
     if d is not None:
         for key in ("corpus", "tokenizer"):
@@ -106,12 +111,12 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
             if not ffn_known or any(getattr(block, k) is None for k in INHERITED):
                 continue
             parent = None
-        shape, problems = resolve_shape(name, st, block, shapes.get(parent), m, ffn_expr)
+        shape, problems = resolve_shape(name, st, block, shapes.get(parent), spec, ffn_expr if ffn_expr is not None else m.ffn)
         found += problems
         if shape is not None:
             shapes[name] = shape
 
-    family = m.family if m is not None else "bert"
+    family_name = m.family if m is not None else "bert"
     transitions: dict[tuple[str, str], TransitionPlan] = {}
     for name in order:
         st = stage_blocks[name][0]
@@ -125,7 +130,7 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
         for child in children:
             cst = stage_blocks[child][0]
             if name in shapes and child in shapes and child not in unsure:
-                ops, problems = transition_ops(shapes[name], shapes[child], family, {**clauses[index[name]], **vias[index[child]]},
+                ops, problems = transition_ops(shapes[name], shapes[child], family_name, {**clauses[index[name]], **vias[index[child]]},
                                                value_spans(cst), cst.name_span, f"`{name}` -> `{child}`")
                 found += problems
                 transitions[(name, child)] = TransitionPlan(name, child, ops)
@@ -151,10 +156,9 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
     if not complete or schedule is None or any(x.is_error for x in found):
         return None, found
 
-    model = ModelSpec(m.family, m.vocab, m.head_dim, m.max_len, m.type_vocab, m.dropout, m.layer_norm_eps)
     data = DataSpec(data_paths["corpus"], data_paths["tokenizer"], d.mask, d.holdout, d.text_field)
     checked = CheckedSchedule(
-        path=path, schedule=schedule, model=model, data=data, order=tuple(order), parents=parents,
+        path=path, schedule=schedule, model=spec, data=data, order=tuple(order), parents=parents,
         blocks={n: block for n, (_, block) in stage_blocks.items()},
         lines={n: st.name_span.line for n, (st, _) in stage_blocks.items()},
         shapes=shapes, transitions=transitions, reads=pooling)

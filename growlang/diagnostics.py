@@ -25,6 +25,8 @@ CODES = {
     "E105": "unknown dimension",
     "E106": "bad operator argument",
     "E107": "value not one of the allowed words",
+    "E109": "key of another model family (`rope_theta` on gpt2, `kv_heads` without GQA)",
+    "E110": "`len by pool` on a causal-LM family",
     "E201": "value out of range (zero/negative size, rate outside its interval)",
     "E202": "wrong kind of value (non-integer count, word where a number belongs)",
     "E203": "width not divisible by heads or head_dim",
@@ -34,6 +36,8 @@ CODES = {
     "E207": "file or folder not found",
     "E208": "inconsistent settings (batch vs micro_batch, warmup)",
     "E209": "corpus file empty, unreadable, not UTF-8 text, or a single document",
+    "E210": "heads not a multiple of kv_heads",
+    "E211": "GQA group size heads/kv_heads changes across a growth",
     "E301": "duplicate stage name",
     "E302": "unknown parent stage",
     "E303": "cycle between stages",
@@ -48,6 +52,7 @@ CODES = {
     "E407": "dimension named twice in one growth clause",
     "E408": "head_dim changes across a transition",
     "W409": "grow clause on a stage with no child, or via clause on a stage with no parent: no effect",
+    "W410": "data key the family's objective ignores (`mask` on a causal LM)",
 }
 
 

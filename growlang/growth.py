@@ -7,6 +7,7 @@ Used by the compiler for every edge of the stage graph and by `growlang grow` th
 from __future__ import annotations
 
 from growlang.diagnostics import Diagnostic, Span, did_you_mean, error, warning
+from growlang.families import FAMILIES
 from growlang.operators import DEFAULT_OPERATOR, DIMENSIONS, OPERATORS, all_operator_names, operators_for
 from growlang.plan import OpUse, Shape
 from growlang.syntax import GrowthItem
@@ -84,6 +85,7 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
     """
     found: list[Diagnostic] = []
     ops: list[OpUse] = []
+    fam = FAMILIES[family]
     for dim in GROWABLE:
         n, m = getattr(old, dim), getattr(new, dim)
         item = named.get(dim)
@@ -99,12 +101,18 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
             continue
         name = item.op if item else DEFAULT_OPERATOR[dim]
         info = OPERATORS[(dim, name)]
+        if (dim, name) == ("len", "pool") and fam.objective == "clm":
+            found.append(error("E110", f"`len by pool` does not apply to {family} on {edge}: pooling mean-pools "
+                                       "the unmasked embeddings of a masked-LM encoder (CompoundGrow)", item.op_span,
+                               "use `len by truncate`: train the shorter sequences, then the longer ones"))
+            continue
         why = info.precondition(n, m)
         if why:
             found.append(error("E403", f"{why} on {edge}", item.op_span if item else span))
             continue
         args = item_args(item) if item else ()
         ops.append(OpUse(dim, name, args, info.preservation(n, m, family, dict(args)), defaulted=item is None))
+    found += group_problems(old, new, new_spans, header, edge)
     if new.width == old.width and new.heads != old.heads:
         found.append(error("E405", f"`heads` changes from {old.heads} to {new.heads} at fixed width on {edge}; "
                                    "not supported: heads follow width at fixed head_dim", new_spans.get("heads", header)))
@@ -113,3 +121,19 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
                            new_spans.get("heads", new_spans.get("width", header)),
                            "width growth keeps head_dim: heads = width / head_dim"))
     return tuple(ops), found
+
+
+def group_problems(old: Shape, new: Shape, new_spans: dict[str, Span], header: Span, edge: str) -> list[Diagnostic]:
+    """Grouped-query attention across one edge (docs/language.md, GQA): `kv_heads` does not shrink
+    and the group size heads/kv_heads stays fixed (the shapes give an unwritten kv_heads the
+    parent's group; a written one must keep it)."""
+    span = new_spans.get("kv_heads", header)
+    if new.kv_heads < old.kv_heads:
+        return [error("E401", f"`kv_heads` shrinks from {old.kv_heads} to {new.kv_heads} on {edge}", span,
+                      "growth only adds; train the smaller model in an earlier stage")]
+    before, after = old.heads // old.kv_heads, new.heads // new.kv_heads
+    if before != after:
+        fix = f"write `kv_heads={new.heads // before}`" if new.heads % before == 0 else f"pick heads divisible by {before}"
+        return [error("E211", f"the group size heads/kv_heads changes from {before} to {after} on {edge}", span,
+                      f"the group size is fixed across growth: {fix}, or leave `kv_heads` out to inherit the group")]
+    return []

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from growlang.families import FAMILIES
+
 DIMENSIONS = ("depth", "width", "ffn", "heads", "len")
 
 # The operator a growing dimension gets when the schedule names none (check shows "(default)").
@@ -50,7 +52,22 @@ def _width_copy(n: int, m: int, fam: str, a: dict) -> str:
 def _depth_zero(n: int, m: int, fam: str, a: dict) -> str:
     # A zeroed residual branch is an identity for pre-LN; post-LN still applies the new layer's
     # LayerNorms to the unchanged stream (identity only when gamma/beta match its statistics).
-    return "exact" if fam == "bert-preln" else "approximate"
+    return "exact" if FAMILIES[fam].prenorm else "approximate"
+
+
+def middle_block(n: int, m: int) -> tuple[int, int]:
+    """`depth by middle` from n to m layers: (start, k) of the centred block of k = m - n old
+    layers that is copied, start = (n - k) // 2; the copies go right after the block. The runtime's
+    weight map uses this same definition."""
+    k = m - n
+    return (n - k) // 2, k
+
+
+def _middle_fits(n: int, m: int) -> str | None:
+    if m - n > n:
+        return (f"`middle` copies a block of the old layers, so it at most doubles the depth (grow in two stages, "
+                f"e.g. {n} -> {2 * n} -> {m}), not {n} -> {m}")
+    return None
 
 
 def _pool_multiple(n: int, m: int) -> str | None:
@@ -71,6 +88,8 @@ OPERATORS: dict[tuple[str, str], OperatorInfo] = {
                      args=(ArgSpec("where", str, choices=("even", "top")),), preservation=_depth_zero,
                      cite="Shen et al. 2022; Wang et al. 2024 (LEMON)"),
         OperatorInfo("random", "depth", "old layers kept; new layers freshly initialised"),
+        OperatorInfo("middle", "depth", "new layers copy a centred contiguous block of k = L'-L old layers, inserted "
+                     "right after that block", precondition=_middle_fits, cite="Saunshi et al. 2024 (MIDAS)"),
         OperatorInfo("interpolate", "width", "hidden unit i copies floor(i*d/d'); readers divide by copies",
                      args=(_NOISE,), preservation=_width_copy, cite="Chen et al. 2016 (Net2Net); bert2BERT FPI"),
         OperatorInfo("stack", "width", "hidden unit i copies i mod d; readers divide by copies",

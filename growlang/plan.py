@@ -20,18 +20,25 @@ class Shape:
     width: int  # hidden size d
     heads: int  # attention heads h (= width / head_dim)
     ffn: int  # FFN inner size f
-    len: int  # sequence length T the stage's encoder is built for (before pooling)
+    len: int  # sequence length T the stage's model is built for (before pooling)
+    kv_heads: int | None = None  # key/value heads (grouped-query attention); None -> heads (MHA)
+
+    def __post_init__(self):
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "bert" (post-LN, loads into BertForMaskedLM) or "bert-preln" (pre-LN)
+    family: str  # a name in growlang.families.FAMILIES (what it is: families.family(name))
     vocab: int
     head_dim: int
-    max_len: int  # rows of the position table, fixed across stages
-    type_vocab: int = 2
+    max_len: int  # rows of the position table (learned positions), the longest `len`; fixed across stages
+    type_vocab: int = 2  # token type rows (bert families); 0 for a family without a type table
     dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: float = 1e-12  # the norm epsilon of every family (the model key `norm_eps`)
+    tie: bool = True  # head weight tied to the token embeddings (bert always ties)
+    rope_theta: float = 10000.0  # rotary base (families with positions "rope")
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class Cost:
 
     params: int
     nonembedding_params: int
-    tokens: int  # tokens read: batch * steps * read_len
+    tokens: int  # batch * steps * tokens per sequence (accounting.tokens_per_sequence)
     flops: float  # training FLOPs, matmuls only, 3 x forward
     flops_per_seq: float
     memory_bytes: int  # weights + grads + AdamW moments + activations
@@ -100,9 +107,9 @@ class Reading:
     """How one stage reads data, resolved once (growlang.accounting.reading); the runtime reads it."""
 
     len: int  # the stage's `len` (= shape.len)
-    read_len: int  # tokens per sequence read from the stream (the child's len under `len by pool`)
+    read_len: int  # tokens per sequence read from the stream (the child's len under `len by pool`; T+1 for clm)
     pool: int  # mean-pooling factor k for `len by pool`; 1 = no pooling
-    predicted: int  # masked positions per sequence, P = max(1, round(mask * (read_len - 1)))
+    predicted: int  # positions with a loss: masked P = max(1, round(mask * (read_len - 1))); clm: T
     encoder_len: int  # positions the encoder runs on (after pooling): the model must agree
 
 

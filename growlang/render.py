@@ -55,15 +55,18 @@ def check_table(plan: Plan, display: str) -> str:
     m, t = plan.model, plan.train
     lines = [f"{display}: {m.family}, vocab {m.vocab}, max_len {m.max_len}, {len(plan.stages)} stage(s), "
              f"{len(plan.paths)} path(s), precision {t.precision}, eval at len {plan.eval_len}", ""]
-    rows = [["stage", "from", "depth", "width", "heads", "ffn", "len", "read/pool", "steps", "batch",
-             "params", "tokens", "FLOPs", "share", "memory"]]
+    # A kv_heads column only where grouped-query attention makes it differ from heads.
+    gqa = any(s.shape.kv_heads != s.shape.heads for s in plan.stages)
+    rows = [["stage", "from", "depth", "width", "heads"] + ["kv_heads"] * gqa + ["ffn", "len", "read/pool", "steps",
+             "batch", "params", "tokens", "FLOPs", "share", "memory"]]
     for s in plan.stages:
         c = s.cost
-        rows.append([s.name, s.parent or "-", str(s.shape.depth), str(s.shape.width), str(s.shape.heads),
-                     str(s.shape.ffn), str(s.shape.len), f"{s.reading.read_len}/{s.reading.pool}" if s.reading.pool > 1 else "-",
-                     si(s.steps), str(s.batch), si(c.params), si(c.tokens), flops(c.flops), f"{c.flops / total:.1%}",
-                     gib(c.memory_bytes)])
-    lines += _table(rows, set(range(2, 15)) - {7})
+        rows.append([s.name, s.parent or "-", str(s.shape.depth), str(s.shape.width), str(s.shape.heads)]
+                    + [str(s.shape.kv_heads)] * gqa
+                    + [str(s.shape.ffn), str(s.shape.len), f"{s.reading.read_len}/{s.reading.pool}" if s.reading.pool > 1 else "-",
+                       si(s.steps), str(s.batch), si(c.params), si(c.tokens), flops(c.flops), f"{c.flops / total:.1%}",
+                       gib(c.memory_bytes)])
+    lines += _table(rows, set(range(2, len(rows[0]))) - {7 + gqa})
     if plan.transitions:
         lines += ["", "  transitions (preservation: exact / approximate / none)"]
         shapes = {s.name: s.shape for s in plan.stages}  # Plan.stage() is a scan: keep this linear

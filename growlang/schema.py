@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from growlang.diagnostics import Diagnostic, Span, did_you_mean, error
 from growlang.families import FAMILIES
+from growlang.family_checks import model_keys
 from growlang.syntax import _short, Block, Call, Multiple, ScheduleSyntax, Setting, StageSyntax, Value
 
 Family = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]  # the names in growlang/families.py
@@ -27,14 +28,20 @@ class _Frozen(BaseModel):
 
 
 class ModelBlock(_Frozen):
+    """The model block as written. None = the family's default (growlang.families, `defaults`),
+    resolved once by family_checks.model_spec; which family takes which key is checked there too."""
+
     family: Family = "bert"
     vocab: int = Field(30522, gt=0)
     head_dim: int = Field(64, gt=0)
     ffn: Union[int, Multiple] = Multiple(4.0)  # default FFN size of a stage: absolute or Nx width
-    max_len: int = Field(512, gt=0)
-    type_vocab: int = Field(2, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    layer_norm_eps: float = Field(1e-12, gt=0)
+    max_len: Optional[int] = Field(None, gt=0)
+    type_vocab: Optional[int] = Field(None, gt=0)
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+    norm_eps: Optional[float] = Field(None, gt=0)
+    layer_norm_eps: Optional[float] = Field(None, gt=0)  # the older spelling of norm_eps
+    tie: Optional[Literal["true", "false"]] = None
+    rope_theta: Optional[float] = Field(None, gt=0)
 
     @field_validator("ffn")
     @classmethod
@@ -104,6 +111,7 @@ class StageBlock(_Frozen):
     depth: Optional[int] = Field(None, gt=0)
     width: Optional[int] = Field(None, gt=0)
     heads: Optional[int] = Field(None, gt=0)
+    kv_heads: Optional[int] = Field(None, gt=0)
     ffn: Optional[Union[int, Multiple]] = None
     len: Optional[int] = Field(None, gt=1)
     steps: Optional[int] = Field(None, gt=0)
@@ -233,6 +241,8 @@ def validate_schedule(syntax: ScheduleSyntax) -> tuple[Parts, list[Diagnostic]]:
         settings = block.settings
         if block.kind == "model":
             family = Value("word", block.family, block.family, block.family_span)
+            settings, problems = model_keys(block.family, settings)
+            found += problems
             settings = settings + (Setting("family", block.family_span, family),)
         parts[block.kind], problems = validate_part(cls, settings, _where(block.kind), block.span)
         found += problems

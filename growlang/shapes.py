@@ -1,13 +1,15 @@
 """Each stage's full `Shape`: written keys, else inherited from the parent, else the model's
 defaults (docs/language.md "Stages"). Checks that need the model block: divisibility by
-heads/head_dim, `len` above `max_len`.
+heads/head_dim, `len` above `max_len`, `kv_heads` (grouped-query attention, E109/E210/E211).
 """
 
 from __future__ import annotations
 
 from growlang.diagnostics import Diagnostic, Span, error
+from growlang.families import family
+from growlang.family_checks import other_family_key
 from growlang.plan import ModelSpec, Shape
-from growlang.schema import ModelBlock, StageBlock
+from growlang.schema import StageBlock
 from growlang.syntax import Multiple, StageSyntax
 
 INHERITED = ("depth", "width", "len")
@@ -24,9 +26,9 @@ def written_ffn(syntax: StageSyntax, block: StageBlock | None, parent_ffn: tuple
 
 
 def resolve_shape(name: str, syntax: StageSyntax, block: StageBlock, parent: Shape | None,
-                  model: ModelBlock | ModelSpec, ffn_expr) -> tuple[Shape | None, list[Diagnostic]]:
-    """`model` gives head_dim and max_len, and the default ffn when `ffn_expr` is None (a
-    ModelSpec, as `growlang grow` passes, has no default ffn: it always gives `ffn_expr`)."""
+                  model: ModelSpec, ffn_expr) -> tuple[Shape | None, list[Diagnostic]]:
+    """`model` gives head_dim, max_len and the family; `ffn_expr` is the ffn in force (the
+    stage's, an ancestor's or the model block's default: an `Nx` multiple or a size)."""
     found: list[Diagnostic] = []
     spans = {s.key: s.value.span for s in syntax.settings}
     values = {}
@@ -52,7 +54,7 @@ def resolve_shape(name: str, syntax: StageSyntax, block: StageBlock, parent: Sha
         found.append(error("E203", f"`width` {width} is not divisible by `heads` {heads} in stage `{name}`",
                            spans.get("heads", syntax.name_span)))
         return None, found
-    expr = ffn_expr if ffn_expr is not None else model.ffn
+    expr = ffn_expr
     if isinstance(expr, Multiple):
         ffn = expr.factor * width
         if not float(ffn).is_integer():
@@ -65,7 +67,35 @@ def resolve_shape(name: str, syntax: StageSyntax, block: StageBlock, parent: Sha
     if values["len"] > model.max_len:
         found.append(error("E204", f"`len` {values['len']} is above max_len {model.max_len} in stage `{name}`",
                            spans.get("len", syntax.name_span), "raise `max_len` in the model block"))
-    return Shape(values["depth"], width, heads, ffn, values["len"]), found
+    at = next((spans[k] for k in ("kv_heads", "heads", "width") if k in spans), syntax.name_span)
+    kv_heads, problems = resolve_kv_heads(name, block, heads, parent, model, at)
+    found += problems
+    if kv_heads is None:
+        return None, found
+    return Shape(values["depth"], width, heads, ffn, values["len"], kv_heads), found
+
+
+def resolve_kv_heads(name: str, block: StageBlock, heads: int, parent: Shape | None, model: ModelSpec,
+                     span: Span) -> tuple[int | None, list[Diagnostic]]:
+    """Key/value heads (docs/language.md, GQA): written, else the parent's group size
+    heads/kv_heads kept at this stage's heads, else (a root) `heads` (multi-head attention).
+    Whether a written value keeps the parent's group is a transition check (growth.py)."""
+    kv = block.kv_heads
+    if kv is not None and not family(model.family).gqa:
+        return None, [other_family_key("kv_heads", family(model.family), span)]
+    if kv is not None:
+        if heads % kv:
+            return None, [error("E210", f"`heads` {heads} is not a multiple of `kv_heads` {kv} in stage `{name}`",
+                                span, "each key/value head serves heads/kv_heads query heads: pick a divisor of heads")]
+        return kv, []
+    if parent is None:
+        return heads, []
+    group = parent.heads // parent.kv_heads
+    if heads % group:
+        return None, [error("E211", f"stage `{name}` has {heads} heads, not a multiple of the group size {group} "
+                                    f"(heads/kv_heads) it keeps from its parent", span,
+                            "the group size is fixed across growth: pick a width whose heads it divides")]
+    return heads // group, []
 
 
 def value_spans(syntax: StageSyntax) -> dict[str, Span]:

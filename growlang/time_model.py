@@ -16,6 +16,7 @@ The coefficients are fitted by non-negative least squares on relative error (`fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -118,12 +119,12 @@ def evals_in_stage(plan, stage) -> int:
 def eval_features(plan, stage) -> dict[str, float]:
     """One evaluation: eval_batches forward passes of micro_batch sequences at eval_len. Forward
     only, so a third of a training step's matmul and elementwise work and no optimizer work."""
-    from growlang.accounting import forward_flops_per_sequence, predicted_positions  # front end, no torch
-    from growlang.plan import Shape
+    from growlang.accounting import forward_flops_per_sequence, reading  # front end, no torch
+    from growlang.families import family
 
     s, n = stage.shape, plan.train.micro_batch
-    shape = Shape(s.depth, s.width, s.heads, s.ffn, plan.eval_len)
-    p = predicted_positions(plan.data.mask, plan.eval_len)
+    shape = dataclasses.replace(s, len=plan.eval_len)
+    p = reading(plan.eval_len, plan.eval_len, 1, plan.data.mask, family(plan.model.family).objective).predicted
     fwd = forward_flops_per_sequence(plan.model, shape, plan.eval_len, p)
     one = features(StepShape(s.depth, s.width, s.heads, s.ffn, plan.eval_len, p, plan.model.vocab, n,
                              3.0 * fwd * n, 0))

@@ -84,7 +84,7 @@ def test_run_rejects_an_invalid_schedule_without_importing_the_runtime() -> None
 
 def test_check_does_not_import_torch() -> None:
     code = ("import sys; from growlang.cli import main; rc = main(['check', 'schedules/bert-base.grow', "
-            "'schedules/ablation.grow']); assert rc == 0, rc; "
+            "'schedules/ablation.grow', 'schedules/llama-1b.grow']); assert rc == 0, rc; "
             "bad = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; "
             "assert not bad, bad; print('clean')")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

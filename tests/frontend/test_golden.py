@@ -9,6 +9,7 @@ import pytest
 from growlang.compiler import compile_file
 from growlang.diagnostics import render_text, summary_line
 from growlang.plan import Plan
+from growlang.render import check_table
 
 from conftest import GOLDEN, REGEN
 
@@ -34,6 +35,7 @@ def test_valid(path: Path) -> None:
     compiled = compile_file(path)
     assert compiled.ok, [d.message for d in compiled.diagnostics]
     _compare(path.with_suffix(".json"), _plan_json(compiled.plan))
+    _compare(path.with_suffix(".txt"), check_table(compiled.plan, f"golden/valid/{path.name}"))  # what check prints
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
