@@ -114,3 +114,16 @@ def test_middle_refuses_more_than_doubling_and_zero_is_exact_for_prenorm_familie
     assert "two stages" in OPERATORS[("depth", "middle")].precondition(2, 5)
     zero = OPERATORS[("depth", "zero")].preservation
     assert [zero(2, 4, n, {}) for n in FAMILIES] == ["approximate", "exact", "exact", "exact"]
+
+
+def test_language_md_lists_every_family_and_code():
+    from conftest import ROOT
+    from growlang.diagnostics import CODES
+
+    doc = (ROOT / "docs" / "language.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}
+    for name, f in FAMILIES.items():
+        row = rows[name]
+        assert f.hf_class in row and all(f"`{k}`" in row for k in f.keys), name
+        assert ("masked LM" if f.objective == "mlm" else "causal LM") in row, name
+    assert set(CODES) <= set(rows), sorted(set(CODES) - set(rows))
