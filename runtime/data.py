@@ -4,9 +4,10 @@ The corpus is tokenized once into a token store (`runtime/store.py`, prepared by
 `runtime/prepare.py`): memory-mapped shards of whole documents, each ending in [SEP]. The
 train/eval split picks documents of it (`corpus.split_indices`), and `Documents` shows a list of
 them as one virtual token array without copying, so memory does not grow with the corpus. A
-`TokenStream` reads the training documents front to back across all stages: every sequence is
-[CLS] + the next read_len-1 ids, so no token is seen twice in a pass, and at the end it wraps
-around and counts an epoch.
+`TokenStream` reads the training documents front to back across all stages, so no token is seen
+twice in a pass, and at the end it wraps around and counts an epoch. A masked-LM sequence is
+[CLS] + the next read_len-1 ids with P of them masked; a causal-LM sequence is the next read_len =
+T+1 ids, inputs the first T and targets the next T (growlang.accounting.reading).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from growlang.accounting import predicted_positions
+from growlang.accounting import reading
 from growlang.plan import DataSpec
 from growlang.runtime.errors import UserError
 
@@ -46,9 +47,9 @@ class Specials:
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (n, T) long, [CLS] first, masked positions replaced
-    positions: torch.Tensor  # (n, P) long, ascending, in 1..T-1
-    targets: torch.Tensor  # (n, P) long, the original ids at `positions`
+    input_ids: torch.Tensor  # (n, T) long; mlm: [CLS] first, masked positions replaced
+    positions: torch.Tensor  # (n, P) long, ascending: mlm the masked ones in 1..T-1, clm all of 0..T-1
+    targets: torch.Tensor  # (n, P) long: mlm the original ids at `positions`, clm the next tokens
 
     def split(self, size: int) -> list["Batch"]:
         """Micro-batches of `size` sequences (the last one may be smaller)."""
@@ -97,13 +98,22 @@ class Array:
         return self.ids[start:start + count]
 
 
-def check_enough(n_tokens: int, n: int, read_len: int, corpus: str, what: str = "training") -> None:
-    """UserError unless `n_tokens` fill one batch of `n` sequences of `read_len` (with [CLS])."""
-    need = n * (read_len - 1)
+def stream_tokens(read_len: int, objective: str) -> int:
+    """Stream tokens one sequence of `read_len` consumes: mlm adds its own [CLS] in front of
+    read_len - 1 of them; clm reads all read_len (= T inputs + the last target)."""
+    return read_len - 1 if objective == "mlm" else read_len
+
+
+def check_enough(n_tokens: int, n: int, read_len: int, corpus: str, what: str = "training",
+                 objective: str = "mlm") -> None:
+    """UserError unless `n_tokens` fill one batch of `n` sequences of `read_len`."""
+    per = stream_tokens(read_len, objective)
+    need = n * per
     if n_tokens < need:
+        why = f"len={read_len} minus [CLS]" if objective == "mlm" else f"len={read_len - 1} plus the last target"
         raise UserError(
             f"corpus {corpus} has {n_tokens:,} {what} tokens, fewer than one batch needs: {n} sequences x "
-            f"{read_len - 1} tokens (len={read_len} minus [CLS]) = {need:,}; use a bigger corpus, "
+            f"{per} tokens ({why}) = {need:,}; use a bigger corpus, "
             "or a smaller `batch` or `len`" + (", or a larger `data { holdout }`" if what == "eval" else "")
         )
 
@@ -143,13 +153,15 @@ class TokenStream:
     process would see.
     """
 
-    def __init__(self, ids, seed: int, specials: Specials, salt: str = "train", identity: str | None = None):
+    def __init__(self, ids, seed: int, specials: Specials, salt: str = "train", identity: str | None = None,
+                 objective: str = "mlm"):
         """`ids`: a `Documents` view, or a numpy array; `identity`: what names its content (the
-        store's digest), checked on resume."""
+        store's digest), checked on resume; `objective`: "mlm" (masked batches) or "clm"."""
         ids = Array(ids) if isinstance(ids, np.ndarray) else ids
         if len(ids) == 0:
             raise UserError("the token stream is empty: the corpus has no tokens")
         self.ids, self.seed, self.specials, self.salt, self.identity = ids, seed, specials, salt, identity
+        self.objective = objective
         self.pos = 0  # next token to read
         self.epoch = 0  # completed passes over the stream
         self.rank, self.world_size = 0, 1
@@ -171,15 +183,23 @@ class TokenStream:
         return np.concatenate(pieces)
 
     def batch(self, n: int, read_len: int, predicted: int, step: int) -> Batch:
-        """The global batch for `step`: n sequences of [CLS] + the next read_len-1 stream tokens,
-        `predicted` of them masked (the plan's `Reading.predicted`) with a generator seeded by
-        (seed, step); this rank's rows when sharded."""
+        """The global batch for `step` (the plan's `Reading.read_len` and `.predicted`); this
+        rank's rows when sharded. mlm: n sequences of [CLS] + the next read_len-1 stream tokens,
+        `predicted` of them masked with a generator seeded by (seed, step). clm: n runs of the
+        next read_len tokens, inputs [:-1] and targets [1:], every position predicted."""
         if n % self.world_size:
             raise ValueError(f"batch {n} is not divisible by world size {self.world_size}")
-        body = torch.from_numpy(self._read(n * (read_len - 1))).view(n, read_len - 1)
-        seqs = torch.cat([torch.full((n, 1), self.specials.cls, dtype=torch.long), body], dim=1)
-        g = torch.Generator().manual_seed(_seed(self.seed, step, self.salt))
-        b = mask_tokens(seqs, predicted, self.specials, g)
+        per = stream_tokens(read_len, self.objective)
+        body = torch.from_numpy(self._read(n * per)).view(n, per)
+        if self.objective == "clm":
+            T = read_len - 1
+            if predicted != T:
+                raise ValueError(f"a causal-LM batch predicts all {T} positions, not {predicted}")
+            b = Batch(body[:, :-1].contiguous(), torch.arange(T).expand(n, T).contiguous(), body[:, 1:].contiguous())
+        else:
+            seqs = torch.cat([torch.full((n, 1), self.specials.cls, dtype=torch.long), body], dim=1)
+            g = torch.Generator().manual_seed(_seed(self.seed, step, self.salt))
+            b = mask_tokens(seqs, predicted, self.specials, g)
         if self.world_size == 1:
             return b
         rows = slice(self.rank, None, self.world_size)
@@ -201,16 +221,17 @@ class TokenStream:
         self.pos, self.epoch, self.seed = int(state["pos"]), int(state["epoch"]), int(state["seed"])
 
 
-def eval_batches(eval_ids: np.ndarray, n_batches: int, batch: int, read_len: int, mask: float, seed: int,
-                 specials: Specials) -> list[Batch]:
-    """A fixed list of batches from the start of the held-out stream: the same on every call.
+def eval_batches(eval_ids: np.ndarray, n_batches: int, batch: int, length: int, mask: float, seed: int,
+                 specials: Specials, objective: str = "mlm") -> list[Batch]:
+    """A fixed list of batches of `len=length` from the start of the held-out stream: the same on
+    every call.
 
-    A held-out stream shorter than n_batches batches wraps around (later batches repeat text with
-    other masks); `check_enough(..., what="eval")` guarantees at least one full batch.
+    A held-out stream shorter than n_batches batches wraps around (later batches repeat text, for
+    mlm with other masks); `check_enough(..., what="eval")` guarantees at least one full batch.
     """
-    stream = TokenStream(eval_ids, seed, specials, salt="eval")
-    predicted = predicted_positions(mask, read_len)
-    return [stream.batch(batch, read_len, predicted, step=i) for i in range(n_batches)]
+    stream = TokenStream(eval_ids, seed, specials, salt="eval", objective=objective)
+    r = reading(length, length, 1, mask, objective)
+    return [stream.batch(batch, r.read_len, r.predicted, step=i) for i in range(n_batches)]
 
 
 @dataclass
@@ -230,7 +251,7 @@ class Data:
 
 
 def load_data(spec: DataSpec, vocab: int, seed: int, cache_dir: Path | None = None, eval_tokens: int = 0,
-              progress: bool = True) -> Data:
+              progress: bool = True, objective: str = "mlm") -> Data:
     """Corpus -> tokenizer -> token store (reused, independent of the split) -> train/eval views.
 
     `eval_tokens`: the held-out documents hold at least this many tokens when the corpus allows
@@ -238,7 +259,7 @@ def load_data(spec: DataSpec, vocab: int, seed: int, cache_dir: Path | None = No
     from growlang.runtime.corpus import split_indices
     from growlang.runtime.prepare import prepare
 
-    prepared = prepare(spec, vocab, cache_dir, progress=progress)
+    prepared = prepare(spec, vocab, cache_dir, progress=progress, objective=objective)
     store = prepared.store
     train_idx, eval_idx = split_indices(store.n_documents, spec.holdout, seed, store.lengths, eval_tokens)
     return Data(prepared.tokenizer, Specials.from_tokenizer(prepared.tokenizer), Documents(store, train_idx),

@@ -47,15 +47,16 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-class MLMLoss(nn.Module):
-    """The encoder's masked-LM loss as a module's forward, so DDP's hooks see every call."""
+class ModelLoss(nn.Module):
+    """The model's training loss (masked LM or causal LM) as a module's forward, so DDP's hooks see
+    every call."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.encoder = encoder
+        self.model = model
 
     def forward(self, ids, positions, targets, pool: int = 1, encoder_len: int | None = None):
-        return self.encoder.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
+        return self.model.loss(ids, positions, targets, pool=pool, encoder_len=encoder_len)
 
 
 class Replica:
@@ -160,7 +161,7 @@ class Parallel:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return Replica(model, ddp=DDP(MLMLoss(model), device_ids=ids))
+        return Replica(model, ddp=DDP(ModelLoss(model), device_ids=ids))
 
     def full_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The unsharded state_dict on CPU (a collective under FSDP: call on every rank)."""

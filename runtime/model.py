@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
+from growlang.runtime.roles import Role, init_tensor
 
 
 @dataclass
@@ -44,9 +45,17 @@ class EncoderConfig:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
 
+    # what a growth cannot change (runtime/operators check_transition)
+    WIDTH_FIELDS: ClassVar[tuple[str, ...]] = ("width", "heads")  # what a width growth changes
+    FIXED_AT_GROWTH: ClassVar[tuple[str, ...]] = ("family", "vocab", "max_len", "type_vocab")
+
     @property
     def head_dim(self) -> int:
         return self.width // self.heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.heads  # the encoder's attention is multi-head: keys and values have every head
 
     @classmethod
     def from_plan(cls, model: ModelSpec, shape: Shape) -> "EncoderConfig":
@@ -56,27 +65,10 @@ class EncoderConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Structure declaration for the growth operators (runtime/operators/).
-#
-# Axis tags:
-#   "d"       hidden units, written: copied along the unit map (embeddings, output rows, LN)
-#   "d_in"    hidden units, read: gathered by the unit map and divided by the copy count
-#   "d_tied"  hidden units written into the tied decoder: copied and divided by the copy count
-#   "head"    attention output units, moved whole heads at a time (Q, K, V rows)
-#   "head_in" attention output units, read: gathered by heads, divided by the head copy count
-#   "f"       FFN inner units, written (FFN input rows)
-#   "f_in"    FFN inner units, read (FFN output columns): gathered, divided by the copy count
-#   None      untouched by growth (vocabulary, positions, token types)
+# Structure declaration for the growth operators (runtime/roles.py defines the axis tags).
 
 
-class Role(NamedTuple):
-    axes: tuple[str | None, ...]
-    init: str  # "normal" (std 0.02) | "ones" | "zeros"
-    layer: int | None = None  # transformer layer index, None for embeddings / head
-    branch_out: bool = False  # closes a residual branch (zeroed by `depth by zero`)
-
-
-def layer_roles(i: int) -> dict[str, Role]:
+def layer_roles(cfg: "EncoderConfig", i: int) -> dict[str, Role]:
     p = f"layers.{i}."
     return {
         p + "attn.q.weight": Role(("head", "d_in"), "normal", i),
@@ -108,8 +100,8 @@ def param_roles(cfg: EncoderConfig) -> dict[str, Role]:
         "emb.ln.bias": Role(("d",), "zeros"),
     }
     for i in range(cfg.depth):
-        roles.update(layer_roles(i))
-    if cfg.family == "bert-preln":
+        roles.update(layer_roles(cfg, i))
+    if FAMILIES[cfg.family].prenorm:  # the final LayerNorm after the last layer
         roles["final_ln.weight"] = Role(("d",), "ones")
         roles["final_ln.bias"] = Role(("d",), "zeros")
     roles.update({
@@ -123,15 +115,6 @@ def param_roles(cfg: EncoderConfig) -> dict[str, Role]:
     return roles
 
 
-def init_tensor(role: Role, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
-    """HF BERT initialisation: normal(0, 0.02) weights, LayerNorm ones/zeros, zero biases."""
-    if role.init == "ones":
-        return torch.ones(shape)
-    if role.init == "zeros":
-        return torch.zeros(shape)
-    return torch.empty(shape).normal_(0.0, 0.02, generator=generator)
-
-
 # ---------------------------------------------------------------------------------------------
 # The network, top-down.
 
@@ -142,7 +125,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.emb = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.depth))
-        self.final_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if cfg.family == "bert-preln" else None
+        self.final_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps) if FAMILIES[cfg.family].prenorm else None
         self.head = MLMHead(cfg)
         self.reset_parameters()
 
@@ -227,7 +210,7 @@ def pool_embeddings(e: torch.Tensor, masked_positions: torch.Tensor, k: int) -> 
 class Layer(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.preln = cfg.family == "bert-preln"
+        self.preln = FAMILIES[cfg.family].prenorm
         self.attn = Attention(cfg)
         self.attn_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.ffn = FFN(cfg)

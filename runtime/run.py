@@ -126,7 +126,9 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     import torch
 
     from growlang.runtime import checkpoint as ck
-    from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data
+    from growlang.accounting import reading
+    from growlang.families import FAMILIES
+    from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data, stream_tokens
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
     from growlang.runtime import distributed
@@ -167,11 +169,14 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
             print(f"resuming from {start.path.name} (stage {start.state['stage']}, step "
                   f"{start.state['global_step']})", file=sys.stderr)
 
+    objective = FAMILIES[plan.model.family].objective  # "mlm" | "clm": how batches are made
     micro = plan.train.micro_batch  # the eval batches are micro batches of the final length
-    eval_tokens = micro * (plan.eval_len - 1)  # the held-out documents fill at least one eval batch
+    eval_read = reading(plan.eval_len, plan.eval_len, 1, plan.data.mask, objective)
+    eval_tokens = micro * stream_tokens(eval_read.read_len, objective)  # held-out documents fill one eval batch
 
     def read_data():
-        return load_data(plan.data, plan.model.vocab, plan.train.seed, eval_tokens=eval_tokens, progress=par.is_main)
+        return load_data(plan.data, plan.model.vocab, plan.train.seed, eval_tokens=eval_tokens, progress=par.is_main,
+                         objective=objective)
 
     if par.active:  # rank 0 prepares the token store when it is missing, the others wait for it
         par.on_main(lambda: read_data() is None)
@@ -180,12 +185,12 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         raise UserError(f"the tokenizer has {len(data.tokenizer)} tokens but `model {{ vocab={plan.model.vocab} }}`; "
                         f"set vocab={len(data.tokenizer)}")
     for s in plan.stages:
-        check_enough(len(data.train_ids), s.batch, s.reading.read_len, plan.data.corpus)
-    check_enough(len(data.eval_ids), micro, plan.eval_len, plan.data.corpus, what="eval")
-    stream = TokenStream(data.train_ids, plan.train.seed, data.specials,
-                         identity=data.digest).shard(par.rank, par.world_size)
+        check_enough(len(data.train_ids), s.batch, s.reading.read_len, plan.data.corpus, objective=objective)
+    check_enough(len(data.eval_ids), micro, eval_read.read_len, plan.data.corpus, what="eval", objective=objective)
+    stream = TokenStream(data.train_ids, plan.train.seed, data.specials, identity=data.digest,
+                         objective=objective).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
-                         plan.train.seed, data.specials)
+                         plan.train.seed, data.specials, objective)
     if par.is_main:
         _write_json(out / "plan.json", plan.to_dict())
 
@@ -221,9 +226,14 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     par.finish()  # before rank 0 exports: the others need not wait for it
     if not par.is_main:  # rank 0 exports and summarises
         return EXIT_OK
-    export_leaves(plan, out, data.tokenizer)
+    models = export_leaves(plan, out, data.tokenizer)
     rows = [trainer.summaries[s.name] for s in plan.stages if s.name in trainer.summaries]
     table = summary_table(rows)
+    if objective == "clm":  # a decoder shows what it learned: text after a held-out prompt
+        from growlang.runtime.sample import sample_text
+
+        table += "\n" + "\n".join(sample_text(model, data.tokenizer, data.eval_ids, plan.train.seed, name)
+                                   for name, model in models.items())
     (out / "summary.txt").write_text(table + "\n")
     print(table)
     return EXIT_OK
@@ -239,13 +249,14 @@ def leaf_folders(plan: Plan, out: Path) -> list[Path]:
     return [out / "final"] if len(names) == 1 else [out / "final" / n for n in names]
 
 
-def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
-    """An HF folder per leaf from its end-of-stage checkpoint: out/final, or out/final/<leaf>."""
+def export_leaves(plan: Plan, out: Path, tokenizer) -> dict:
+    """An HF folder per leaf from its end-of-stage checkpoint: out/final, or out/final/<leaf>;
+    returns the leaves' models by stage name."""
     from growlang.runtime import checkpoint as ck
+    from growlang.runtime.architectures import build, config_from_dict
     from growlang.runtime.hf import export_hf
-    from growlang.runtime.model import Encoder, EncoderConfig
 
-    names = leaves(plan)
+    names, models = leaves(plan), {}
     final = out / "final"
     if final.exists():  # ours, from an earlier attempt of this run
         shutil.rmtree(final)
@@ -254,7 +265,9 @@ def export_leaves(plan: Plan, out: Path, tokenizer) -> None:
         if c is None:
             raise UserError(f"the end-of-stage checkpoint of {name} is missing or corrupted; "
                             "cannot export it (rerun into another --out)")
-        cfg = EncoderConfig(**c.state["config"])
-        model = Encoder(cfg)
+        cfg = config_from_dict(c.state["config"])
+        model = build(cfg)
         model.load_state_dict(c.model_state())
         export_hf(model.eval(), cfg, folder, tokenizer=tokenizer)
+        models[name] = model
+    return models

@@ -26,7 +26,7 @@ from growlang.runtime.errors import UserError
 from growlang.runtime.lr_schedule import offsets, stage_schedules
 from growlang.runtime.metrics import (MetricsLog, Progress, StageSummary, announce_growth, announce_stage,
                                       summaries_from_json, summaries_to_json)
-from growlang.runtime.model import Encoder, EncoderConfig, param_roles
+from growlang.runtime.architectures import ModelConfig, build, config_from_dict, config_from_plan, param_roles
 from growlang.runtime.operators import carry_optimizer_state, grow
 from growlang.runtime.distributed import NullProgress, Parallel
 from growlang.runtime.precision import Precision, resolve as resolve_precision
@@ -61,8 +61,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.scales_loss else None
         # per-stage state, set by start_stage
         self.stage: StagePlan | None = None
-        self.cfg: EncoderConfig | None = None
-        self.model: Encoder | None = None
+        self.cfg: ModelConfig | None = None
+        self.model: torch.nn.Module | None = None  # Encoder or Decoder
         self.opt: torch.optim.Optimizer | None = None
         self.stage_step = 0  # steps done in the current stage
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}  # cumulative along the path
@@ -70,16 +70,16 @@ class Trainer:
         self.last_eval: float | None = None
 
     # ------------------------------------------------------------------------------- setup
-    def build(self, cfg: EncoderConfig, state: dict | None = None) -> None:
+    def build(self, cfg: ModelConfig, state: dict | None = None) -> None:
         self.cfg = cfg
-        self.model = Encoder(cfg)
+        self.model = build(cfg)
         if state is not None:
             self.model.load_state_dict(state)
         self.model.to(self.device)
         self.replica = self.par.wrap(self.model)  # DDP/FSDP, re-wrapped after every growth
         self.opt = self.make_optimizer(self.model)
 
-    def make_optimizer(self, model: Encoder) -> torch.optim.AdamW:
+    def make_optimizer(self, model: torch.nn.Module) -> torch.optim.AdamW:
         """AdamW with weight decay on weight matrices and embeddings, not on biases or LayerNorm.
 
         Dispatch on the model's declared structure (`param_roles`: initialised as normal(0.02) =
@@ -98,7 +98,7 @@ class Trainer:
         self.stage_index, self.stage = index, self.plan.stages[index]
         torch.manual_seed(self.plan.train.seed)
         self.stream.load_state_dict(self.stream_start)
-        self.build(EncoderConfig.from_plan(self.plan.model, self.stage.shape))
+        self.build(config_from_plan(self.plan.model, self.stage.shape))
         self.par.seed_dropout(self.plan.train.seed, self.offsets[self.stage.name])
         self.stage_step = 0
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}
@@ -108,7 +108,7 @@ class Trainer:
         """Continue stage `index` from a checkpoint taken inside it (or at its end)."""
         st = c.state
         self.stage_index, self.stage = index, self.plan.stages[index]
-        self.build(EncoderConfig(**st["config"]), c.model_state())
+        self.build(config_from_dict(st["config"]), c.model_state())
         self.par.load_optimizer_state(self.opt, self.model, c.optimizer_state())
         self.restore_common(st)
         self.stage_step = st["stage_step"]
@@ -126,10 +126,10 @@ class Trainer:
         """Grow the parent's end-of-stage model into stage `index` and log what the growth did."""
         self.stage_index, self.stage = index, self.plan.stages[index]
         trans = self.plan.transition_into(self.stage.name)
-        old_cfg = EncoderConfig(**parent.state["config"])
-        new_cfg = EncoderConfig.from_plan(self.plan.model, self.stage.shape)
+        old_cfg = config_from_dict(parent.state["config"])
+        new_cfg = config_from_plan(self.plan.model, self.stage.shape)
         old_state = parent.model_state()
-        old_model = Encoder(old_cfg)
+        old_model = build(old_cfg)
         old_model.load_state_dict(old_state)
         before = self.evaluate(old_model.to(self.device))
         gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + index)
@@ -160,7 +160,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @torch.no_grad()
-    def evaluate(self, model: Encoder) -> float:
+    def evaluate(self, model: torch.nn.Module) -> float:
         was_training = model.training
         model.eval()
         total = 0.0
@@ -220,7 +220,7 @@ class Trainer:
                 loss, lr = self.step()
                 self.stage_step += 1
                 g = self.offsets[s.name] + self.stage_step  # steps done, global
-                tokens = s.batch * s.reading.read_len
+                tokens = s.cost.tokens // s.steps  # per step, as the plan counts them (accounting)
                 self.counters["tokens"] += tokens
                 self.counters["flops"] += s.cost.flops_per_seq * s.batch
                 summary.steps, summary.tokens = self.stage_step, summary.tokens + tokens

@@ -19,12 +19,12 @@ from growlang.growth import transition_ops
 from growlang.operators import DEFAULT_OPERATOR, OPERATORS
 from growlang.plan import OpUse, Shape
 from growlang.runtime.errors import UserError
-from growlang.runtime.model import EncoderConfig
+from growlang.runtime.architectures import ModelConfig
 from growlang.runtime.operators.growth import add_noise, depth_maps, ffn_maps, identity_maps, width_maps
 from growlang.runtime.operators.maps import ParamMap, apply_map, apply_maps
 
 State = dict[str, torch.Tensor]
-MapBuilder = Callable[[State, EncoderConfig, EncoderConfig, dict], dict[str, ParamMap]]
+MapBuilder = Callable[[State, ModelConfig, ModelConfig, dict], dict[str, ParamMap]]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class GrowthOp:
     name: str
     build: MapBuilder  # (state, old cfg, new cfg, args) -> maps of the grown model's parameters
 
-    def __call__(self, state: State, old: EncoderConfig, new: EncoderConfig, args: dict,
+    def __call__(self, state: State, old: ModelConfig, new: ModelConfig, args: dict,
                  generator: torch.Generator | None = None) -> State:
         maps = self.build(state, old, new, args)
         out = apply_maps(maps, state, generator)
@@ -67,15 +67,17 @@ class GrowthMaps:
     steps: tuple[GrowthStep, ...]
 
 
-def check_transition(old: EncoderConfig, new: EncoderConfig) -> None:
+def check_transition(old: ModelConfig, new: ModelConfig) -> None:
     """The front end's transition check (growlang.growth.transition_ops: shrinks, heads and
     head_dim) on two model configs, plus the model keys a growth cannot change."""
-    for key in ("family", "vocab", "max_len", "type_vocab"):
+    if type(old) is not type(new):
+        raise UserError(f"cannot change family at growth ({old.family} -> {new.family})")
+    for key in old.FIXED_AT_GROWTH:
         if getattr(old, key) != getattr(new, key):
             raise UserError(f"cannot change {key} at growth ({getattr(old, key)} -> {getattr(new, key)})")
 
-    def shape(c: EncoderConfig) -> Shape:
-        return Shape(c.depth, c.width, c.heads, c.ffn, c.max_len)
+    def shape(c: ModelConfig) -> Shape:
+        return Shape(c.depth, c.width, c.heads, c.ffn, c.max_len, c.kv_heads)
 
     _, found = transition_ops(shape(old), shape(new), old.family, {}, {}, Span.whole_file(), "this growth")
     errors = [d.message + (f" ({d.hint})" if d.hint else "") for d in found if d.is_error]
@@ -83,7 +85,7 @@ def check_transition(old: EncoderConfig, new: EncoderConfig) -> None:
         raise UserError("; ".join(errors))
 
 
-def grow(state: State, old_cfg: EncoderConfig, new_cfg: EncoderConfig, ops: tuple[OpUse, ...],
+def grow(state: State, old_cfg: ModelConfig, new_cfg: ModelConfig, ops: tuple[OpUse, ...],
          generator: torch.Generator | None = None) -> tuple[State, GrowthMaps]:
     """Grow `state` (parameter name -> tensor) from old_cfg to new_cfg: width, then ffn, then depth."""
     check_transition(old_cfg, new_cfg)
@@ -97,7 +99,8 @@ def grow(state: State, old_cfg: EncoderConfig, new_cfg: EncoderConfig, ops: tupl
     state = {k: v.detach().to(torch.float32) for k, v in state.items()}
     steps = []
     cfg = old_cfg
-    for dim, changes in (("width", dict(width=new_cfg.width, heads=new_cfg.heads)),
+    width = {key: getattr(new_cfg, key) for key in new_cfg.WIDTH_FIELDS}
+    for dim, changes in (("width", width),
                          ("ffn", dict(ffn=new_cfg.ffn)), ("depth", dict(depth=new_cfg.depth))):
         if getattr(new_cfg, dim) == getattr(old_cfg, dim):
             continue

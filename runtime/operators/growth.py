@@ -1,7 +1,7 @@
 """The weight mappings of every growth operator (docs/operators.md is the reference).
 
 Each builder returns, for every parameter of the grown model, the `ParamMap` that produces it from
-the old state. Builders read only the model's declared structure (`model.param_roles`): which axes
+the old state. Builders read only the model's declared structure (`param_roles`, runtime/roles.py): which axes
 hold hidden units written or read, heads, FFN units, which layer a tensor belongs to and whether it
 closes a residual branch. They never parse parameter names.
 """
@@ -12,25 +12,28 @@ import dataclasses
 
 import torch
 
-from growlang.runtime.model import EncoderConfig, layer_roles, param_roles
+from growlang.runtime.architectures import ModelConfig, layer_roles, param_roles
 from growlang.runtime.operators.maps import (
     FRESH, AxisMap, ParamMap, copy_counts, expand_heads, grown_shape, unit_map,
 )
 
 
-def identity_maps(state: dict[str, torch.Tensor], cfg: EncoderConfig) -> dict[str, ParamMap]:
+def identity_maps(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, ParamMap]:
     """No weight changes (`len by truncate`, `len by pool`)."""
     roles = param_roles(cfg)
     return {n: ParamMap(n, roles[n], tuple(state[n].shape)) for n in roles}
 
 
-def width_maps(op: str, state: dict[str, torch.Tensor], old: EncoderConfig,
-               new: EncoderConfig) -> dict[str, ParamMap]:
-    """Hidden size d -> d' at fixed head_dim (heads h -> h').
+def width_maps(op: str, state: dict[str, torch.Tensor], old: ModelConfig,
+               new: ModelConfig) -> dict[str, ParamMap]:
+    """Hidden size d -> d' at fixed head_dim (heads h -> h', kv heads k -> k' at a fixed group h/k).
 
     Writers are copied along the unit map g; readers are gathered by g and divided by c, so every
     pre-activation is unchanged; Q/K/V rows and the output projection's columns move whole heads;
-    the MLM-head LayerNorm (feeding the tied decoder) is copied and divided by c.
+    the norm feeding a tied output embedding is copied and divided by c. Under GQA the kv heads
+    get the same operator's map: for whole ratios r = h'/h = k'/k, new query head j reads kv head
+    j // group both before and after (stack: (j // G) mod k = (j mod h) // G; interpolate:
+    floor(j / (rG)) either way), so attention is unchanged (docs/operators.md, width).
     """
     g = unit_map(op, old.width, new.width)
     c = copy_counts(g, old.width)
@@ -45,6 +48,7 @@ def width_maps(op: str, state: dict[str, torch.Tensor], old: EncoderConfig,
         "d_tied": AxisMap(g, c),
         "head": AxisMap(g_head_units),
         "head_in": AxisMap(g_head_units, c_head_units),
+        "kv": AxisMap(expand_heads(unit_map(op, old.kv_heads, new.kv_heads), hd)),
     }
     out = {}
     for name, role in param_roles(new).items():
@@ -53,8 +57,8 @@ def width_maps(op: str, state: dict[str, torch.Tensor], old: EncoderConfig,
     return out
 
 
-def ffn_maps(op: str, state: dict[str, torch.Tensor], old: EncoderConfig,
-             new: EncoderConfig) -> dict[str, ParamMap]:
+def ffn_maps(op: str, state: dict[str, torch.Tensor], old: ModelConfig,
+             new: ModelConfig) -> dict[str, ParamMap]:
     """FFN inner size f -> f': new unit i copies input row g(i) and its bias; output columns are
     gathered by g and divided by c (exact for any elementwise activation). `zero`: new input rows
     random, new output columns zero."""
@@ -72,6 +76,12 @@ def depth_layer_map(op: str, n: int, m: int, where: str = "even") -> torch.Tenso
     """Source layer of every new layer (FRESH for inserted ones)."""
     if op in ("stack", "interpolate"):
         return unit_map(op, n, m)
+    if op == "middle":
+        # MIDAS-style middle stacking: the centred block of k = m - n layers, starting at
+        # (n - k) // 2, is repeated right after itself (growlang/operators.py: k <= n)
+        k = m - n
+        start = (n - k) // 2
+        return torch.cat([torch.arange(start + k), torch.arange(start, n)])
     if where == "top":
         return torch.cat([torch.arange(n), torch.full((m - n,), FRESH)])
     # even: old layer j goes to slot floor(j*m/n), so new layers sit between them
@@ -80,24 +90,24 @@ def depth_layer_map(op: str, n: int, m: int, where: str = "even") -> torch.Tenso
     return g
 
 
-def depth_maps(op: str, args: dict, state: dict[str, torch.Tensor], old: EncoderConfig,
-               new: EncoderConfig) -> dict[str, ParamMap]:
-    """Layers L -> L'. `stack`/`interpolate` copy whole layers; `zero` inserts fresh layers whose
-    residual branches end in zeroed projections; `random` inserts freshly initialised layers."""
+def depth_maps(op: str, args: dict, state: dict[str, torch.Tensor], old: ModelConfig,
+               new: ModelConfig) -> dict[str, ParamMap]:
+    """Layers L -> L'. `stack`/`interpolate`/`middle` copy whole layers; `zero` inserts fresh layers
+    whose residual branches end in zeroed projections; `random` inserts freshly initialised layers."""
     g = depth_layer_map(op, old.depth, new.depth, args.get("where") or "even")
     out = {}
     for name, role in param_roles(new).items():
         if role.layer is None:
             out[name] = ParamMap(name, role, tuple(state[name].shape))
     for i, src in enumerate(g.tolist()):
-        new_layer = layer_roles(i)
+        new_layer = layer_roles(new, i)
         if src == FRESH:
             for name, role in new_layer.items():
                 shape = grown_shape(role, None, new)
                 fill = "zero" if op == "zero" and role.branch_out else "init"
                 out[name] = ParamMap(None, role, shape, fresh=fill)
         else:
-            for (name, role), old_name in zip(new_layer.items(), layer_roles(src)):
+            for (name, role), old_name in zip(new_layer.items(), layer_roles(old, src)):
                 out[name] = ParamMap(old_name, role, tuple(state[old_name].shape))
     return out
 
@@ -115,5 +125,5 @@ def add_noise(state: dict[str, torch.Tensor], maps: dict[str, ParamMap], eps: fl
     return out
 
 
-def with_shape(cfg: EncoderConfig, **changes) -> EncoderConfig:
+def with_shape(cfg: ModelConfig, **changes) -> ModelConfig:
     return dataclasses.replace(cfg, **changes)

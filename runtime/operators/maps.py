@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from growlang.runtime.model import EncoderConfig, Role, init_tensor
+from growlang.runtime.roles import Role, init_tensor
 
 FRESH = -1
 
@@ -107,12 +107,13 @@ def apply_maps(maps: dict[str, ParamMap], old: dict[str, torch.Tensor],
     return {name: apply_map(pm, old, generator) for name, pm in maps.items()}
 
 
-def sizes(cfg: EncoderConfig) -> dict[str, int]:
-    """The size of every growable axis tag under `cfg`."""
+def sizes(cfg) -> dict[str, int]:
+    """The size of every growable axis tag under `cfg` (an encoder or decoder config)."""
     d, f = cfg.width, cfg.ffn
-    return {"d": d, "d_in": d, "d_tied": d, "head": d, "head_in": d, "f": f, "f_in": f}
+    return {"d": d, "d_in": d, "d_tied": d, "head": d, "head_in": d, "kv": cfg.kv_heads * cfg.head_dim,
+            "f": f, "f_in": f}
 
 
-def grown_shape(role: Role, old: torch.Tensor | None, cfg: EncoderConfig) -> tuple[int, ...]:
+def grown_shape(role: Role, old: torch.Tensor | None, cfg) -> tuple[int, ...]:
     s = sizes(cfg)
     return tuple(s[tag] if tag is not None else old.shape[ax] for ax, tag in enumerate(role.axes))

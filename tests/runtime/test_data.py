@@ -160,3 +160,37 @@ def test_eval_set_holds_one_batch(corpus, tmp_path):
     small = load_data(spec, 500, seed=0, cache_dir=tmp_path)
     big = load_data(spec, 500, seed=0, cache_dir=tmp_path, eval_tokens=32 * 127)
     assert len(small.eval_ids) < 32 * 127 <= len(big.eval_ids)
+
+
+# ----------------------------------------------------------------------------- causal LM batches
+
+def test_causal_batch_is_the_stream_shifted_by_one():
+    from growlang.accounting import reading
+
+    r = reading(16, 16, 1, 0.15, "clm")
+    s = TokenStream(IDS.astype(np.uint16), 0, SP, objective="clm")
+    b = s.batch(4, r.read_len, r.predicted, step=0)
+    want = torch.from_numpy(IDS[: 4 * 17].astype(np.int64)).view(4, 17)
+    assert torch.equal(b.input_ids, want[:, :-1]) and torch.equal(b.targets, want[:, 1:])
+    assert torch.equal(b.positions, torch.arange(16).expand(4, 16))
+    assert s.pos == 4 * 17  # no token skipped, none read twice
+    nxt = s.batch(4, r.read_len, r.predicted, step=1)
+    assert int(nxt.input_ids[0, 0]) == int(IDS[4 * 17])
+    with pytest.raises(ValueError, match="all 16 positions"):
+        s.batch(4, r.read_len, 3, step=2)
+
+
+def test_causal_batches_shard_like_masked_ones():
+    one = TokenStream(IDS.astype(np.uint16), 0, SP, objective="clm").batch(4, 9, 8, step=0)
+    ranks = [TokenStream(IDS.astype(np.uint16), 0, SP, objective="clm").shard(r, 2).batch(4, 9, 8, step=0)
+             for r in range(2)]
+    assert torch.equal(one.input_ids[0::2], ranks[0].input_ids) and torch.equal(one.targets[1::2], ranks[1].targets)
+
+
+def test_causal_eval_batches_and_enough_tokens():
+    a = eval_batches(IDS, 2, 3, 32, 0.15, seed=0, specials=SP, objective="clm")
+    assert a[0].input_ids.shape == (3, 32) and a[1].targets.shape == (3, 32)
+    assert torch.equal(a[1].input_ids[0], torch.from_numpy(IDS[3 * 33: 3 * 33 + 32].astype(np.int64)))
+    check_enough(10 * 33, 10, 33, "builtin", objective="clm")
+    with pytest.raises(UserError, match=r"10 sequences x 33 tokens \(len=32 plus the last target\)"):
+        check_enough(10 * 33 - 1, 10, 33, "builtin", objective="clm")
