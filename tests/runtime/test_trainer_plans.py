@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from growlang.accounting import reading, stage_cost
+from growlang.families import family
 from growlang.plan import DataSpec, ModelSpec, OpUse, PathCost, Plan, Shape, StagePlan, TrainSpec, TransitionPlan
 
 WORDS = (
@@ -58,7 +59,7 @@ def make_plan(stages, transitions=(), *, train=None, model=None, data=None, eval
         pool = st[4] if len(st) > 4 else 1
         kids = [s for s in stages if s[1] == sname]
         read_len = kids[0][2].len if pool > 1 else shape.len
-        read = reading(shape.len, read_len, pool, data.mask)
+        read = reading(shape.len, read_len, pool, data.mask, family(model.family).objective)
         cost = stage_cost(model, shape, read, batch=train.batch, steps=steps, precision=train.precision)
         out.append(StagePlan(name=sname, parent=parent, shape=shape, steps=steps, batch=train.batch,
                              micro_batch=min(train.micro_batch, train.batch), lr=train.lr, reading=read, cost=cost))
