@@ -19,10 +19,10 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def defaults_used(schedule) -> list[str]:
-    """The defaults `check` lists: the model block's are the family's (family_checks); keys the
-    family ignores (a causal LM's `mask`) are not listed."""
-    used = model_defaults_used(schedule.model)
+def defaults_used(schedule, model) -> list[str]:
+    """The defaults `check` lists: the model block's are the family's, as resolved in `model`
+    (family_checks); keys the family ignores (a causal LM's `mask`) are not listed."""
+    used = model_defaults_used(schedule.model, model)
     hidden = ("micro_batch", "warmup") + data_defaults_hidden(family(schedule.model.family))
     for kind in ("data", "train"):
         block = getattr(schedule, kind)
@@ -46,7 +46,7 @@ def assemble(checked: CheckedSchedule) -> Plan:
         stages[name] = StagePlan(name, c.parents[name], shape, steps, batch, min(micro, batch), block.lr or t.lr,
                                  read, cost, c.lines[name])
     paths = [path_cost(c, stages, leaf) for leaf in leaves(c)]
-    used = defaults_used(c.schedule)
+    used = defaults_used(c.schedule, c.model)
     warmup = t.warmup
     if warmup is None:
         longest = max(sum(stages[n].steps for n in p.stages) for p in paths)

@@ -20,6 +20,7 @@ from growlang.family_checks import model_spec, objective_warnings
 from growlang.plan import DataSpec, ModelSpec, Shape, TransitionPlan
 from growlang.schema import Parts, Schedule, StageBlock
 from growlang.shapes import INHERITED, resolve_shape, value_spans, written_ffn
+from growlang.stage_checks import budget_checks
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,11 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
             found.append(error("E406", f"the children of stage `{name}` disagree on `len by pool`: {listing}",
                                st.name_span, "the parent's training depends on it; give every child the same `len` operator and length"))
         pooling[name] = next(iter(kinds)) or (shapes[name].len, 1) if kinds else (shapes[name].len, 1)
+    if spec is not None and m.max_len is None and shapes:  # the default max_len: the longest stage
+        spec = model_spec(m, longest=max(s.len for s in shapes.values()))
+    if spec is not None:
+        found += budget_checks(order, parents, stage_blocks, shapes, pooling, spec, parts.train,
+                               blocks, d.mask if d is not None else 0.15)
     schedule = parts.schedule()
     if not complete or schedule is None or any(x.is_error for x in found):
         return None, found

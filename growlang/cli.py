@@ -24,7 +24,7 @@ EPILOG = f"""exit codes:
 def decode_source(data: bytes, path: str) -> tuple[str | None, str | None]:
     """(text, None), or (None, an exit-2 message naming the first byte that is not UTF-8)."""
     try:
-        return data.decode("utf-8"), None
+        return data.decode("utf-8").removeprefix("\ufeff"), None  # a BOM (Windows editors) is not text
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1

@@ -32,7 +32,7 @@ class Compiled:
 def compile_file(path: str | Path) -> Compiled:
     """Raises OSError/UnicodeDecodeError for an unreadable file (the CLI's exit 2)."""
     path = Path(path)
-    return compile_text(path.read_text(encoding="utf-8"), path)
+    return compile_text(path.read_text(encoding="utf-8-sig"), path)  # utf-8-sig: a leading BOM is dropped
 
 
 def compile_text(text: str, path: str | Path = "<schedule>.grow") -> Compiled:

@@ -38,6 +38,8 @@ CODES = {
     "E209": "corpus file empty, unreadable, not UTF-8 text, or a single document",
     "E210": "heads not a multiple of kv_heads",
     "E211": "GQA group size heads/kv_heads changes across a growth",
+    "W213": "position-table rows no stage trains (`max_len` above every stage's `len`)",
+    "W214": "`warmup` or `rewarm(N)` longer than the stage it warms",
     "E301": "duplicate stage name",
     "E302": "unknown parent stage",
     "E303": "cycle between stages",

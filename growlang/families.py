@@ -30,7 +30,7 @@ class Family:
 COMMON_KEYS = ("vocab", "head_dim", "ffn", "max_len", "dropout", "norm_eps")
 
 _BERT = dict(objective="mlm", norm="layernorm", positions="learned", mlp="gelu", bias=True, gqa=False,
-             keys=frozenset({"type_vocab"}), defaults={"max_len": 512, "type_vocab": 2, "dropout": 0.1, "norm_eps": 1e-12})
+             keys=frozenset({"type_vocab"}), defaults={"type_vocab": 2, "dropout": 0.1, "norm_eps": 1e-12})
 # GPT-2 and Llama defaults are the Hugging Face configs' (GPT2Config; LlamaConfig with Llama-2's
 # rms_norm_eps). `tie`: GPT-2 ties its head to the token embeddings; Llama-2/3 7B+ do not (the
 # small Llama-3.2 models do: write `tie=true`).
@@ -40,12 +40,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            hf_class="RobertaPreLayerNormForMaskedLM", **_BERT),
     Family("gpt2", "GPT-2 decoder (causal LM): pre-LN, learned positions, GELU MLP, biases", objective="clm",
            prenorm=True, norm="layernorm", positions="learned", mlp="gelu", bias=True, gqa=False,
-           keys=frozenset({"tie"}), defaults={"max_len": 1024, "dropout": 0.1, "norm_eps": 1e-5, "tie": True},
+           keys=frozenset({"tie"}), defaults={"dropout": 0.1, "norm_eps": 1e-5, "tie": True},
            hf_class="GPT2LMHeadModel"),
     Family("llama", "Llama decoder (causal LM): RMSNorm, rotary positions, SwiGLU, no biases, GQA",
            objective="clm", prenorm=True, norm="rmsnorm", positions="rope", mlp="swiglu", bias=False, gqa=True,
            keys=frozenset({"tie", "rope_theta"}),
-           defaults={"max_len": 2048, "dropout": 0.0, "norm_eps": 1e-5, "tie": False, "rope_theta": 10000.0},
+           defaults={"dropout": 0.0, "norm_eps": 1e-5, "tie": False, "rope_theta": 10000.0},
            hf_class="LlamaForCausalLM"),
 )}
 

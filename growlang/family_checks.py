@@ -50,12 +50,20 @@ def model_keys(name: str, settings: tuple[Setting, ...]) -> tuple[tuple[Setting,
     return tuple(kept), found
 
 
-def model_spec(m) -> ModelSpec:
-    """A validated ModelBlock with its family's defaults filled: the one place they are resolved."""
+# `max_len` not written: the longest stage's `len` (`longest`), so every position row is trained and
+# the exported model reads what it was trained on; before the shapes are known, no limit at all.
+UNBOUNDED_LEN = 1 << 40
+
+
+def model_spec(m, longest: int | None = None) -> ModelSpec:
+    """A validated ModelBlock with its family's defaults filled: the one place they are resolved.
+    `longest`: the longest stage `len`, the default `max_len` (None: not known yet, no limit)."""
     fam = family(m.family)
 
     def value(key: str, fallback=None):
         written = getattr(m, key)
+        if key == "max_len" and written is None:
+            return longest if longest is not None else UNBOUNDED_LEN
         return written if written is not None else fam.defaults.get(key, fallback)
 
     eps = next((v for v in (m.norm_eps, m.layer_norm_eps) if v is not None), fam.defaults["norm_eps"])
@@ -64,11 +72,12 @@ def model_spec(m) -> ModelSpec:
                      tie, value("rope_theta", 10000.0))
 
 
-def model_defaults_used(m) -> list[str]:
-    """`model.KEY=VALUE` for every key of the family not written, in the block's field order.
-    The epsilon is listed once: as `layer_norm_eps` for the bert families (BERT's name for it, so
-    their check output stays as it was), as `norm_eps` for the others."""
-    fam, spec = family(m.family), model_spec(m)
+def model_defaults_used(m, spec: ModelSpec) -> list[str]:
+    """`model.KEY=VALUE` for every key of the family not written, in the block's field order, with
+    the values of `spec` (the resolved ModelSpec). The epsilon is listed once: as `layer_norm_eps`
+    for the bert families (BERT's name for it, so their check output stays as it was), as
+    `norm_eps` for the others."""
+    fam = family(m.family)
     eps_key = OLD_EPS if fam.objective == "mlm" else "norm_eps"
     shown = {"type_vocab": spec.type_vocab, "norm_eps": spec.layer_norm_eps, "tie": "true" if spec.tie else "false",
              "max_len": spec.max_len, "dropout": spec.dropout, "rope_theta": spec.rope_theta}
@@ -79,7 +88,8 @@ def model_defaults_used(m) -> list[str]:
         if key in m.model_fields_set or (key == "norm_eps" and OLD_EPS in m.model_fields_set):
             continue
         v = shown.get(key, getattr(m, key))
-        used.append(f"model.{eps_key if key == 'norm_eps' else key}={_text(v)}")
+        why = " (the longest stage's len)" if key == "max_len" else ""
+        used.append(f"model.{eps_key if key == 'norm_eps' else key}={_text(v)}{why}")
     return used
 
 

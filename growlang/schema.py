@@ -170,6 +170,10 @@ def _diagnostic(err: dict, cls: type[BaseModel], settings: dict[str, Setting], w
         bound = _RANGE[kind].format(**{k: ctx.get(k) for k in ("gt", "ge", "lt", "le")})
         return error("E201", f"`{key}` must be {bound}, got `{shown}` in {where}", span)
     if kind.startswith("int_"):
+        value = setting.value.value if setting else None
+        if isinstance(value, float) and value.is_integer():  # 1e30: whole, but no count is that big
+            return error("E201", f"`{key}` = `{shown}` is too large in {where}", span,
+                         "counts are below 1e18; did you mean a smaller exponent?")
         return error("E202", f"`{key}` must be a whole number, got `{shown}` in {where}", span)
     if kind.startswith("float_") or kind.startswith("is_instance") or kind.startswith("union"):
         return error("E202", f"`{key}` must be a number, got `{shown}` in {where}", span,

@@ -124,7 +124,9 @@ def parse_number(text: str, span: Span) -> tuple[Value, Diagnostic | None]:
     if not math.isfinite(exact):  # `1e400`, or a few hundred digits: no float holds it
         return Value("bad", None, text, span), error("E003", f"`{_short(text)}` is too large to be a number", span)
     plain_int = re.fullmatch(r"\d+", mantissa) is not None
-    if (plain_int or suffix) and exact.is_integer() and abs(exact) < 1e18:
+    # an integral value is whole in any syntax the docs list (512, 100k, 2.5M, 1e3); beyond 1e18
+    # (no count is that big) it stays a float, and a count field then says it is too large
+    if exact.is_integer() and abs(exact) < 1e18:
         number: int | float = int(sign + mantissa) * SCALE[suffix] if plain_int else int(exact)
     else:
         number = exact

@@ -39,11 +39,11 @@ def test_shape_kv_heads_defaults_to_heads_and_round_trips():
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("gpt2", dict(max_len=1024, dropout=0.1, layer_norm_eps=1e-5, tie=True, type_vocab=0)),
-    ("llama", dict(max_len=2048, dropout=0.0, layer_norm_eps=1e-5, tie=False, rope_theta=10000.0, type_vocab=0)),
-    ("bert", dict(max_len=512, dropout=0.1, layer_norm_eps=1e-12, tie=True, type_vocab=2)),
+    ("gpt2", dict(max_len=32, dropout=0.1, layer_norm_eps=1e-5, tie=True, type_vocab=0)),
+    ("llama", dict(max_len=32, dropout=0.0, layer_norm_eps=1e-5, tie=False, rope_theta=10000.0, type_vocab=0)),
+    ("bert", dict(max_len=32, dropout=0.1, layer_norm_eps=1e-12, tie=True, type_vocab=2)),
 ])
-def test_family_defaults(name, expected):
+def test_family_defaults(name, expected):  # max_len: the longest stage len (32)
     p = plan(f"model {name} {{ vocab=100 }}\nstage 1: depth=1 width=64 len=32 steps=1")
     assert {k: getattr(p.model, k) for k in expected} == expected
     assert any(d.startswith("data.mask") for d in p.defaults_used) == (family(name).objective == "mlm")
