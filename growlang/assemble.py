@@ -47,6 +47,8 @@ def assemble(checked: CheckedSchedule) -> Plan:
                                  read, cost, c.lines[name])
     paths = [path_cost(c, stages, leaf) for leaf in leaves(c)]
     used = defaults_used(c.schedule, c.model)
+    if all(c.blocks[n].heads is not None for n in c.order):  # every stage names its heads: head_dim unused
+        used = [u for u in used if not u.startswith("model.head_dim=")]
     warmup = t.warmup
     if warmup is None:
         longest = max(sum(stages[n].steps for n in p.stages) for p in paths)

@@ -19,6 +19,17 @@ EPILOG = f"""exit codes:
   {EXIT_OK}  ok (warnings allowed)
   {EXIT_PROBLEMS}  problems found in a schedule
   {EXIT_USAGE}  usage error, unreadable file, or internal error"""
+RUN_EPILOG = EPILOG + """
+  130  interrupted (Ctrl-C or SIGTERM): continue with --resume"""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("growlang")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
 
 
 def decode_source(data: bytes, path: str) -> tuple[str | None, str | None]:
@@ -193,6 +204,7 @@ def cmd_plot(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="growlang", description="Progressive Transformer pretraining from a .grow schedule.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"growlang {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kw = dict(epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p = sub.add_parser("check", help="validate schedules and print their cost table (no torch)", **kw)
@@ -204,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     p.set_defaults(handler=cmd_graph)
-    p = sub.add_parser("run", help="train a schedule (imports the torch runtime)", **kw)
+    p = sub.add_parser("run", help="train a schedule (imports the torch runtime)",
+                       **{**kw, "epilog": RUN_EPILOG})
     p.add_argument("file", metavar="FILE")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<schedule stem>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

@@ -119,7 +119,9 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
     elif new.width != old.width and new.width // new.heads != old.width // old.heads:
         found.append(error("E408", f"head_dim changes from {old.width // old.heads} to {new.width // new.heads} on {edge}",
                            new_spans.get("heads", new_spans.get("width", header)),
-                           "width growth keeps head_dim: heads = width / head_dim"))
+                           f"width growth keeps head_dim {old.width // old.heads}: write `heads={new.width * old.heads // old.width}` "
+                           f"in this stage, or set `model {{ head_dim={old.width // old.heads} }}` and drop `heads`" if (new.width * old.heads) % old.width == 0 else
+                           f"width growth keeps head_dim {old.width // old.heads}: pick a width that is a multiple of it"))
     return tuple(ops), found
 
 
