@@ -71,6 +71,24 @@ def test_help_documents_exit_codes() -> None:
         assert command in r.stdout
 
 
+def test_version_and_run_help_exit_130() -> None:
+    from importlib.metadata import version
+
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"growlang {version('growlang')}"
+    r = run_cli("run", "--help")
+    assert r.returncode == 0 and "130  interrupted" in r.stdout
+
+
+def test_bom_schedule_checks_like_the_same_text(tmp_path) -> None:
+    text = "model bert { vocab=100 head_dim=16 }\nstage 1: depth=1 width=32 len=32 steps=10\n"
+    (tmp_path / "plain.grow").write_text(text)
+    (tmp_path / "bom.grow").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    plain, bom = run_cli("check", str(tmp_path / "plain.grow")), run_cli("check", str(tmp_path / "bom.grow"))
+    assert bom.returncode == plain.returncode == 0
+    assert bom.stdout.replace("bom.grow", "plain.grow") == plain.stdout
+
+
 @pytest.mark.parametrize("fmt,marker", [("mermaid", "graph LR"), ("dot", "digraph")])
 def test_graph(fmt: str, marker: str) -> None:
     r = run_cli("graph", "schedules/ablation.grow", "--format", fmt)
