@@ -16,7 +16,7 @@ from growlang.diagnostics import Diagnostic, error, warning
 from growlang.growth import check_items, transition_ops
 from growlang.corpus_format import check_corpus
 from growlang.families import family
-from growlang.family_checks import model_spec, objective_warnings
+from growlang.family_checks import builtin_vocab_problem, model_spec, objective_warnings
 from growlang.plan import DataSpec, ModelSpec, Shape, TransitionPlan
 from growlang.schema import Parts, Schedule, StageBlock
 from growlang.shapes import INHERITED, resolve_shape, value_spans, written_ffn
@@ -75,6 +75,11 @@ def check_schedule(syntax, parts: Parts, graph: nx.DiGraph, path: Path,
                 setting = next(s for s in blocks["data"].settings if s.key == key)
                 found.append(error("E209", problem, setting.value.span,
                                    "fix the file, or point `corpus=` at another one (docs/data.md lists the formats)"))
+
+    if spec is not None and d is not None and d.tokenizer == "builtin" and "model" in blocks:
+        vocab_span = next((s.value.span for s in blocks["model"].settings if s.key == "vocab"), blocks["model"].span)
+        if problem := builtin_vocab_problem(family(spec.family), spec.vocab, vocab_span):
+            found.append(problem)
 
     # Growth clauses name operators and arguments: checkable without shapes or the graph.
     clauses, vias = [], []  # by the stage's index in the file (a name may be written twice)

@@ -110,3 +110,22 @@ def objective_warnings(fam: Family, data_settings: tuple[Setting, ...]) -> list[
 def data_defaults_hidden(fam: Family) -> tuple[str, ...]:
     """Data keys `check` does not list as defaults used because the family ignores them."""
     return ("mask",) if fam.objective == "clm" else ()
+
+
+# The smallest `vocab` the builtin tokenizer of each objective can have (runtime/tokenizer.py reads
+# these): the WordPiece holds its 5 specials plus at least one character and its `##` form; the
+# byte-level BPE holds the 256 bytes and <|endoftext|>.
+BUILTIN_VOCAB_MIN = {"mlm": 7, "clm": 257}
+
+
+def builtin_vocab_problem(fam: Family, vocab: int, span) -> Diagnostic | None:
+    """E201 when `vocab` is below what the builtin tokenizer of the family's objective holds."""
+    need = BUILTIN_VOCAB_MIN[fam.objective]
+    if vocab >= need:
+        return None
+    what = ("the byte-level BPE (256 bytes and <|endoftext|>)" if fam.objective == "clm" else
+            "the WordPiece (5 special tokens, then each character and its ## form)")
+    return error("E201", f"`vocab` {vocab} is too small for the builtin tokenizer of {fam.name}: {what} "
+                         f"needs at least {need}", span,
+                 f"use vocab >= {need} (a few thousand for real text), or a tokenizer folder")
+

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from growlang.family_checks import BUILTIN_VOCAB_MIN
 from growlang.plan import DataSpec
 from growlang.runtime.errors import UserError
 
@@ -89,9 +90,10 @@ def train_wordpiece(docs: list[str], vocab: int) -> dict[str, int]:
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     fixed = list(SPECIALS) + alphabet + ["##" + ch for ch in alphabet]
-    if len(fixed) > vocab:
-        raise UserError(f"`model {{ vocab={vocab} }}` is too small for the corpus' {len(alphabet)} characters; "
-                        f"use vocab >= {len(fixed)}")
+    if vocab < BUILTIN_VOCAB_MIN["mlm"]:  # the alphabet is capped to fit, so only this can fail
+        raise UserError(f"`model {{ vocab={vocab} }}` is too small for the builtin WordPiece, which holds "
+                        f"{len(SPECIALS)} special tokens, then each character and its ## form; "
+                        f"use vocab >= {BUILTIN_VOCAB_MIN['mlm']} (a few thousand for real text)")
     trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=fixed, initial_alphabet=alphabet,
                                         limit_alphabet=len(alphabet), show_progress=False)
     tok.train_from_iterator(docs, trainer)
@@ -120,9 +122,9 @@ def train_bpe(docs: list[str], vocab: int) -> tuple[dict[str, int], list[tuple[s
     `<|unused0|>`, `<|unused1|>`, ..., vocabulary entries that no merge produces, so no text maps
     to them.
     """
-    if vocab < BYTES + 1:
+    if vocab < BUILTIN_VOCAB_MIN["clm"]:
         raise UserError(f"`model {{ vocab={vocab} }}` is too small for the byte-level BPE, which holds the "
-                        f"{BYTES} bytes and {EOT}; use vocab >= {BYTES + 1}")
+                        f"{BYTES} bytes and {EOT}; use vocab >= {BUILTIN_VOCAB_MIN['clm']}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's, as in `gpt2_tokenizer`
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT], show_progress=False,

@@ -44,19 +44,19 @@ def test_shape_kv_heads_defaults_to_heads_and_round_trips():
     ("bert", dict(max_len=32, dropout=0.1, layer_norm_eps=1e-12, tie=True, type_vocab=2)),
 ])
 def test_family_defaults(name, expected):  # max_len: the longest stage len (32)
-    p = plan(f"model {name} {{ vocab=100 }}\nstage 1: depth=1 width=64 len=32 steps=1")
+    p = plan(f"model {name} {{ vocab=300 }}\nstage 1: depth=1 width=64 len=32 steps=1")
     assert {k: getattr(p.model, k) for k in expected} == expected
     assert any(d.startswith("data.mask") for d in p.defaults_used) == (family(name).objective == "mlm")
 
 
 def test_written_keys_and_the_older_eps_spelling():
-    p = plan("model llama { vocab=100 tie=true rope_theta=5e5 layer_norm_eps=1e-6 }\nstage 1: depth=1 width=64 len=32 steps=1")
+    p = plan("model llama { vocab=300 tie=true rope_theta=5e5 layer_norm_eps=1e-6 }\nstage 1: depth=1 width=64 len=32 steps=1")
     assert (p.model.tie, p.model.rope_theta, p.model.layer_norm_eps) == (True, 5e5, 1e-6)
     assert not any("eps=" in d and d.startswith("model.") for d in p.defaults_used)
 
 
 def test_gqa_group_is_inherited_through_width_growth():
-    p = plan("model llama { vocab=100 head_dim=16 }\n"
+    p = plan("model llama { vocab=300 head_dim=16 }\n"
              "stage 1: depth=1 width=64 kv_heads=1 len=32 steps=1\n"  # 4 heads, group 4
              "stage 2: width=128 steps=1\n"  # 8 heads -> 2 kv heads
              "stage 3: kv_heads=2 depth=2 steps=1")  # written, keeps the group
@@ -67,7 +67,7 @@ def test_clm_reading_tokens_and_budget_inverse():
     assert reading(128, 128, 1, 0.15, "clm") == reading(128, 999, 1, 0.5, "clm")
     r = reading(128, 128, 1, 0.15, "clm")
     assert (r.len, r.read_len, r.pool, r.predicted, r.encoder_len) == (128, 129, 1, 128, 128)
-    p = plan("model gpt2 { vocab=100 }\nstage 1: depth=1 width=64 len=128 tokens=1M batch=16")
+    p = plan("model gpt2 { vocab=300 }\nstage 1: depth=1 width=64 len=128 tokens=1M batch=16")
     s = p.stages[0]
     assert s.reading == r and s.steps == math.ceil(1e6 / (16 * 128)) == steps_for_tokens(10**6, 16, 128)
     assert s.cost.tokens == 16 * s.steps * 128

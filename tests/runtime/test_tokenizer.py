@@ -300,3 +300,15 @@ def test_growlang_prepare_follows_the_family(corpus, tmp_path, monkeypatch, caps
     assert prep.main(plan, tmp_path / "store") == 0
     assert read_manifest(tmp_path / "store")["objective"] == "clm" and (tmp_path / "store" / STORE_MANIFEST).exists()
     assert f"tokenizer {VOCAB} tokens" in capsys.readouterr().out
+
+
+def test_wordpiece_vocab_too_small_names_the_real_minimum():
+    """Issue 12 item 8: the message once named an internal capped count ("the corpus' 1 characters");
+    the minimum is the front end's BUILTIN_VOCAB_MIN, the same number `check` refuses below."""
+    from growlang.family_checks import BUILTIN_VOCAB_MIN
+    from growlang.runtime.tokenizer import train_wordpiece
+
+    with pytest.raises(UserError) as e:
+        train_wordpiece(["a cat sat on the mat"] * 3, 5)
+    assert f"vocab >= {BUILTIN_VOCAB_MIN['mlm']}" in str(e.value) and "characters;" not in str(e.value)
+    assert len(train_wordpiece(["a cat sat on the mat"] * 3, BUILTIN_VOCAB_MIN["mlm"])) == BUILTIN_VOCAB_MIN["mlm"]
