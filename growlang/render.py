@@ -6,7 +6,11 @@ from growlang.plan import Plan
 
 
 def si(n: float, unit: str = "") -> str:
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G" if unit else "B"), (1e6, "M"), (1e3, "k")):
+    """1.5k, 2.5M, 3B (G with a unit), 4T; from 1e15 on, powers of ten (`1.2E` reads as an
+    exponent, and no one counts tokens in peta)."""
+    if abs(n) >= 1e15:
+        return flops(n) + unit
+    for scale, suffix in ((1e12, "T"), (1e9, "G" if unit else "B"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{suffix}{unit}"
     return f"{n:.3g}{unit}"
@@ -18,7 +22,11 @@ def flops(n: float) -> str:
 
 
 def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    """Memory in MiB, GiB, TiB or PiB; beyond that, bytes as a power of ten."""
+    for power, unit in ((50, "PiB"), (40, "TiB"), (30, "GiB")):
+        if n >= 2**power:
+            return f"{n / 2**power:.1f} {unit}" if n < 2**60 else f"{flops(n)} bytes"
+    return f"{n / 2**20:.0f} MiB"
 
 
 def duration(seconds: float) -> str:
