@@ -70,7 +70,7 @@ def _compile(path: str):
 def cmd_check(args) -> int:
     from growlang.diagnostics import render_text, summary_line, to_json_dict
 
-    worst, everything, results = EXIT_OK, [], []
+    worst, everything, results, unreadable = EXIT_OK, [], [], 0
     profile = None
     if args.profile:
         from growlang.time_model import ProfileError, load_profile
@@ -85,7 +85,9 @@ def cmd_check(args) -> int:
         if problem:
             print(problem, file=sys.stderr)
             worst = EXIT_USAGE
-            results.append({"file": path, "readable": False, "diagnostics": [], "plan": None})
+            unreadable += 1  # counted as an error: a file that cannot be read is not a passing one
+            results.append({"file": path, "readable": False, "error": problem.removeprefix("growlang: "),
+                            "diagnostics": [], "plan": None})
             continue
         compiled, text = compiled
         everything += compiled.diagnostics
@@ -115,7 +117,8 @@ def cmd_check(args) -> int:
             worst = max(worst, EXIT_PROBLEMS)
     if args.format == "json":
         errors = sum(d.is_error for d in everything)
-        print(json.dumps({"files": results, "errors": errors, "warnings": len(everything) - errors}, indent=2))
+        print(json.dumps({"files": results, "errors": errors + unreadable, "warnings": len(everything) - errors},
+                         indent=2))
     elif everything:
         print(summary_line(everything), file=sys.stderr)
     return worst

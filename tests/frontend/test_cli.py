@@ -71,6 +71,15 @@ def test_help_documents_exit_codes() -> None:
         assert command in r.stdout
 
 
+def test_json_names_why_a_file_is_unreadable(tmp_path) -> None:
+    bad = tmp_path / "bad.grow"
+    bad.write_bytes(b"\xff\xfe")
+    r = run_cli("check", "--format", "json", str(bad), str(tmp_path / "missing.grow"))
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["errors"] == 2
+    assert "not UTF-8" in out["files"][0]["error"] and "No such file" in out["files"][1]["error"]
+
+
 def test_version_and_run_help_exit_130() -> None:
     from importlib.metadata import version
 
