@@ -56,6 +56,19 @@ def _open_brace(text: str, pos: int) -> Span | None:
     return Span(line, col, line, col + 1)
 
 
+def _in_grow_clause(text: str, pos: int) -> bool:
+    """Whether `pos` is inside a stage's `; grow ...` clause (after it, before the next stage)."""
+    clean = _strip_comments(text[:pos])
+    starts = [m.start() for m in re.finditer(r"(?m)^\s*stage\b", clean)]
+    return bool(starts) and re.search(r";\s*grow\b", clean[starts[-1]:]) is not None
+
+
+def _family_names() -> str:
+    from growlang.families import FAMILIES
+
+    return ", ".join(FAMILIES)
+
+
 def describe_syntax_error(exc, text: str) -> Diagnostic:
     import lark
 
@@ -64,6 +77,9 @@ def describe_syntax_error(exc, text: str) -> Diagnostic:
         span = Span(exc.line, exc.column, exc.line, exc.column + 1)
         if char == '"':
             return error("E002", "unterminated string", span, 'close the string with `"` on the same line')
+        if char == "'":
+            return error("E001", "strings use double quotes, not '", span,
+                         'write `"..."`, e.g. `corpus="data/*.txt"`')
         if char == "-" and text[exc.pos_in_stream + 1:exc.pos_in_stream + 2].isalpha():
             return error("E001", "a name cannot start with '-'", span)
         found = f"'{char}'" if char.isprintable() else f"character U+{ord(char):04X}"
@@ -89,6 +105,19 @@ def describe_syntax_error(exc, text: str) -> Diagnostic:
         return error("E002", "unterminated argument list: expected ')'", span)
     found = WORDS["$END"] if at_end else f"'{short(str(token))}'"
     after = f" after '{prev}'" if prev else ""
+    if prev == "model" and token.type == "LBRACE":
+        return error("E001", "expected the model family after 'model', found '{'", span,
+                     f"name it: `model bert {{ ... }}` (families: {_family_names()})")
+    trailing = None if at_end else re.search(r",\s*stage\s*$", _strip_comments(text[:pos]))
+    if trailing and _in_grow_clause(text, trailing.start()):
+        line = text.count("\n", 0, trailing.start()) + 1
+        col = trailing.start() - (text.rfind("\n", 0, trailing.start()) + 1) + 1
+        return error("E001", "trailing ',' at the end of a grow clause", Span(line, col, line, col + 1),
+                         "remove the ','; items are separated by commas: `grow depth by stack, width by interpolate`")
+    if not at_end and _in_grow_clause(text, pos):
+        if token.type == "WORD" and "COMMA" in expected:
+            return error("E001", f"expected ',' before '{short(str(token))}' in the grow clause", span,
+                         "separate the items with commas: `grow depth by stack, width by interpolate`")
     if expected == {"EQUAL"} and prev == "grow":
         return error("E001", "expected ';' before 'grow'", span, "a growth clause reads `; grow DIM by OP`")
     if expected == {"EQUAL"}:
