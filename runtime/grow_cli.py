@@ -1,7 +1,9 @@
 """`growlang grow SRC --to 'depth=12 width=768 ffn=3072' --by 'depth by stack, width by interpolate'
 --out DST`: grow a trained model once, outside a schedule, and say how far it moved.
 
-SRC is a Hugging Face BERT masked-LM folder (a growlang export is one) or a growlang checkpoint.
+SRC is a Hugging Face folder of a family growlang reads (BERT masked LM, GPT-2 or Llama causal LM;
+a growlang export is one) or a growlang checkpoint. A Llama checkpoint grows LLaMA-Pro style with
+`--to depth=N --by 'depth by zero'`: the new blocks' output projections are zero, the logits exact.
 The request is parsed and checked by the front end (growlang.growth_request), with the `.grow`
 growth clause's syntax, numbers and operator arguments; its problems print as `check` prints
 them and exit 1, before the model is loaded when they need no model.
@@ -14,13 +16,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from growlang.diagnostics import Problems
+from growlang.diagnostics import Problems, error
+from growlang.families import family
 from growlang.growth_request import GrowthRequest, parse_request, render_problems, resolve_request
 from growlang.plan import ModelSpec, Shape
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                   "merges.txt")
 
 
 def overall_class(uses) -> str:
@@ -43,35 +47,51 @@ def main(args: argparse.Namespace) -> int:
 
 
 def load_source(src: Path):
-    """(model, cfg) from a growlang checkpoint folder (state.json + model.safetensors, checksums
-    verified) or a Hugging Face folder."""
-    from growlang.runtime.hf import import_hf
+    """(model, cfg, special token ids) from a growlang checkpoint folder (state.json +
+    model.safetensors, checksums verified) or a Hugging Face folder (ids from its config.json)."""
+    from growlang.runtime.hf import TOKEN_IDS, import_hf, read_json
 
     if (src / "state.json").is_file():
         from safetensors.torch import load_file
 
+        from growlang.runtime.architectures import build, config_from_dict
         from growlang.runtime.checkpoint import MODEL, verify
         from growlang.runtime.errors import UserError
-        from growlang.runtime.model import Encoder, EncoderConfig
 
         state, why = verify(src)
         if state is None:
             raise UserError(f"{src} is not a usable growlang checkpoint: {why}")
-        cfg = EncoderConfig(**state["config"])
-        model = Encoder(cfg)
+        cfg = config_from_dict(state["config"])
+        model = build(cfg)
         model.load_state_dict(load_file(src / MODEL))
-        return model, cfg
-    return import_hf(src)
+        return model, cfg, None
+    model, cfg = import_hf(src)
+    c = read_json(src)
+    return model, cfg, {k: c.get(k) for k in TOKEN_IDS}
+
+
+def model_spec(cfg) -> ModelSpec:
+    """The plan's model block for a loaded config: the fields they share, by name (a decoder has no
+    token type table: type_vocab 0)."""
+    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    shared = {k: v for k, v in dataclasses.asdict(cfg).items() if k in known}
+    return ModelSpec(**{"type_vocab": 0, **shared, "head_dim": cfg.head_dim})
 
 
 def resolve(request: GrowthRequest, old):
-    """(grown EncoderConfig, its operators, warnings) from the request and the loaded model's config."""
-    model = ModelSpec(old.family, old.vocab, old.width // old.heads, old.max_len, old.type_vocab, old.dropout,
-                      old.layer_norm_eps)
+    """(grown model config, its operators, warnings) from the request and the loaded model's config."""
+    model = model_spec(old)
+    pool = request.named.get("len")
+    if pool is not None and pool.op == "pool" and family(old.family).objective == "clm":
+        raise Problems([error("E110", f"`len by pool` does not apply to {old.family}: pooling is a masked-LM "
+                                      "encoder's (CompoundGrow)", pool.op_span,
+                              "a causal LM's position table or RoPE needs no growth: leave `len` out")])
     # The position table is fixed (max_len): a `len` in --to is checked against it and grows nothing.
     length = request.sizes.get("len", old.max_len)
-    new, uses, warnings = resolve_request(request, Shape(old.depth, old.width, old.heads, old.ffn, length), model)
-    return dataclasses.replace(old, depth=new.depth, width=new.width, heads=new.heads, ffn=new.ffn), uses, warnings
+    shape = Shape(old.depth, old.width, old.heads, old.ffn, length, kv_heads=old.kv_heads)
+    new, uses, warnings = resolve_request(request, shape, model)
+    widths = {k: getattr(new, k) for k in old.WIDTH_FIELDS}  # width, heads (and a decoder's kv_heads)
+    return dataclasses.replace(old, depth=new.depth, ffn=new.ffn, **widths), uses, warnings
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -79,9 +99,9 @@ def _main(args: argparse.Namespace) -> int:
 
     import torch
 
+    from growlang.runtime.architectures import build
     from growlang.runtime.errors import UserError
     from growlang.runtime.hf import export_hf
-    from growlang.runtime.model import Encoder
     from growlang.runtime.operators import grow
 
     src, out = Path(args.src), Path(args.out)
@@ -89,7 +109,7 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError("--to names no size (e.g. --to 'depth=12 width=768')")
     if out.exists():
         raise UserError(f"{out} already exists; choose a new --out")
-    model, old = load_source(src)
+    model, old, special = load_source(src)
     new, uses, warnings = resolve(request, old)
     if warnings:
         print(render_problems(Problems(warnings), args.to or "", args.by or ""), file=sys.stderr)
@@ -97,7 +117,7 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError("--to does not grow anything")
     seed = args.seed if getattr(args, "seed", None) is not None else 0
     state, _ = grow(model.state_dict(), old, new, uses, torch.Generator().manual_seed(seed))
-    grown = Encoder(new)
+    grown = build(new)
     grown.load_state_dict(state)
 
     # how far did the function move, on a fixed random batch
@@ -112,10 +132,11 @@ def _main(args: argparse.Namespace) -> int:
     rel = max_abs / max(a.abs().max().item(), 1e-30)
     expected = overall_class(uses)
     ok = {"exact": max_abs <= 1e-4, "approximate": True, "none": True}[expected]
-    export_hf(grown, new, out, copy_files=tuple(src / f for f in TOKENIZER_FILES if (src / f).is_file()))
+    export_hf(grown, new, out, copy_files=tuple(src / f for f in TOKENIZER_FILES if (src / f).is_file()), ids=special)
 
     def shape(c):
-        return f"depth={c.depth} width={c.width} heads={c.heads} ffn={c.ffn}"
+        kv = f" kv_heads={c.kv_heads}" if c.kv_heads != c.heads else ""
+        return f"depth={c.depth} width={c.width} heads={c.heads}{kv} ffn={c.ffn}"
 
     print(f"grew {src}  {shape(old)}")
     print(f"  -> {out}  {shape(new)}")

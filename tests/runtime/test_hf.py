@@ -82,9 +82,13 @@ def test_import_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="config.json"):
         import_hf(tmp_path / "empty")
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(UserError, match="holds a 't5' model"):
+        import_hf(tmp_path / "t5")
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(UserError, match="gpt2"):
+    with pytest.raises(UserError, match="lacks 'vocab_size'"):
         import_hf(tmp_path / "gpt")
     m, c = perturbed("bert")
     out = export_hf(m, c, tmp_path / "noweights")
