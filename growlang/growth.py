@@ -90,6 +90,12 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
         n, m = getattr(old, dim), getattr(new, dim)
         item = named.get(dim)
         span = new_spans.get(dim, header)
+        if item is not None and (dim, item.op) == ("len", "pool") and fam.objective == "clm":
+            # refused whether or not len grows (`growlang grow` never grows it)
+            found.append(error("E110", f"`len by pool` does not apply to {family} on {edge}: pooling mean-pools "
+                                       "the unmasked embeddings of a masked-LM encoder (CompoundGrow)", item.op_span,
+                               "use `len by truncate`: train the shorter sequences, then the longer ones"))
+            continue
         if m < n:
             found.append(error("E401", f"`{dim}` shrinks from {n} to {m} on {edge}", span,
                                "growth only adds; train the smaller model in an earlier stage"))
@@ -101,11 +107,6 @@ def transition_ops(old: Shape, new: Shape, family: str, named: dict[str, GrowthI
             continue
         name = item.op if item else DEFAULT_OPERATOR[dim]
         info = OPERATORS[(dim, name)]
-        if (dim, name) == ("len", "pool") and fam.objective == "clm":
-            found.append(error("E110", f"`len by pool` does not apply to {family} on {edge}: pooling mean-pools "
-                                       "the unmasked embeddings of a masked-LM encoder (CompoundGrow)", item.op_span,
-                               "use `len by truncate`: train the shorter sequences, then the longer ones"))
-            continue
         why = info.precondition(n, m)
         if why:
             found.append(error("E403", f"{why} on {edge}", item.op_span if item else span))

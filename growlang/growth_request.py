@@ -19,7 +19,7 @@ from growlang.schema import StageBlock, validate_part
 from growlang.shapes import resolve_shape
 from growlang.syntax import GrowthItem, StageSyntax, parse_schedule
 
-SHAPE_KEYS = ("depth", "width", "heads", "ffn", "len")
+SHAPE_KEYS = ("depth", "width", "heads", "kv_heads", "ffn", "len")
 DISPLAY = "growlang grow --to/--by"  # where a request's diagnostics say they are
 
 

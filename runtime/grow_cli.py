@@ -16,8 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from growlang.diagnostics import Problems, error
-from growlang.families import family
+from growlang.diagnostics import Problems
 from growlang.growth_request import GrowthRequest, parse_request, render_problems, resolve_request
 from growlang.plan import ModelSpec, Shape
 
@@ -81,11 +80,6 @@ def model_spec(cfg) -> ModelSpec:
 def resolve(request: GrowthRequest, old):
     """(grown model config, its operators, warnings) from the request and the loaded model's config."""
     model = model_spec(old)
-    pool = request.named.get("len")
-    if pool is not None and pool.op == "pool" and family(old.family).objective == "clm":
-        raise Problems([error("E110", f"`len by pool` does not apply to {old.family}: pooling is a masked-LM "
-                                      "encoder's (CompoundGrow)", pool.op_span,
-                              "a causal LM's position table or RoPE needs no growth: leave `len` out")])
     # The position table is fixed (max_len): a `len` in --to is checked against it and grows nothing.
     length = request.sizes.get("len", old.max_len)
     shape = Shape(old.depth, old.width, old.heads, old.ffn, length, kv_heads=old.kv_heads)

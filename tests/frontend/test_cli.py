@@ -132,3 +132,21 @@ def test_parse_growth_request() -> None:
     with pytest.raises(Problems) as exc:
         parse_growth_request("depth=3", "depth by stak")
     assert exc.value.diagnostics[0].code == "E104"
+
+
+def test_growth_request_for_decoders() -> None:
+    """`grow --to` takes kv_heads (group fixed: E211 otherwise); `len by pool` on a decoder is E110
+    even though `grow` never grows len."""
+    from growlang.diagnostics import Problems
+    from growlang.growth_request import parse_growth_request
+    from growlang.plan import ModelSpec, Shape
+
+    llama, old = ModelSpec("llama", 300, 16, 64, type_vocab=0, tie=False), Shape(2, 64, 4, 128, 64, kv_heads=2)
+    shape, _ = parse_growth_request("width=128 kv_heads=4", "width by stack", old, llama)
+    assert (shape["heads"], shape["kv_heads"]) == (8, 4)
+    with pytest.raises(Problems) as exc:
+        parse_growth_request("width=128 kv_heads=2", "", old, llama)
+    assert exc.value.diagnostics[0].code == "E211"
+    with pytest.raises(Problems) as exc:
+        parse_growth_request("depth=4", "len by pool", old, llama)
+    assert [d.code for d in exc.value.diagnostics] == ["E110"]
