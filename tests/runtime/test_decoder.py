@@ -240,21 +240,30 @@ def test_bad_decoder_transitions_are_user_errors():
         grow(m.state_dict(), m.cfg, dcfg("gpt2", 16, 2, 24), ())
 
 
-@pytest.mark.parametrize("family,group", [("gpt2", None), ("llama", 2)])
-def test_carry_maps_adam_moments_for_decoders(family, group):
-    """on_grow=carry: the moments follow the weights' maps, so one AdamW step after growing from a
-    carried state equals the step of the small model, copied (width x2 by stack, exact)."""
-    m = trained_like(dcfg(family, 16, 2, 24, kv=group), 0).train()
+def test_carry_maps_adam_moments_for_llama():
+    """on_grow=carry on SwiGLU and GQA: gate and up rows (inner-unit writers) carry copied moments,
+    down's columns exp_avg / c and exp_avg_sq / c^2; k/v rows move whole kv heads; the final norm
+    before an untied head is copied, the head's columns divided."""
+    from growlang.runtime.optim_carry import adam_state_by_name
+
+    m = trained_like(dcfg("llama", 16, 1, 24, kv=2, tie=False), 0).train()  # 4 heads, 2 kv heads, hd 4
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     ids = torch.randint(0, V, (2, T + 1))
-    pos = torch.arange(T).expand(2, T)
-    m.loss(ids[:, :-1], pos, ids[:, 1:]).backward()
+    m.loss(ids[:, :-1], torch.arange(T).expand(2, T), ids[:, 1:]).backward()
     opt.step()
-    names = dict((p, n) for n, p in m.named_parameters())
-    old_state = {names[p]: s for p, s in opt.state.items()}
-    new = dcfg(family, 32, 2, 48, kv=group)
-    state, maps = grow(m.state_dict(), m.cfg, new, uses(("width", "stack"), ("ffn", "stack")))
-    carried = carry_optimizer_state(old_state, maps)
-    assert set(carried) == set(state)
-    for name, s in carried.items():
-        assert s["exp_avg"].shape == state[name].shape and s["exp_avg_sq"].shape == state[name].shape
+    old = adam_state_by_name(opt, m)
+    _, maps = grow(m.state_dict(), m.cfg, dcfg("llama", 32, 1, 48, kv=2, tie=False),
+                   uses(("width", "stack"), ("ffn", "stack")))
+    new = carry_optimizer_state(old, maps)
+    g_d, g_f = torch.arange(32) % 16, torch.arange(48) % 24  # width stack x2, ffn stack x2
+    g_kv = (torch.arange(4)[:, None] % 2 * 4 + torch.arange(4)).reshape(-1)  # kv heads 2 -> 4, hd 4
+    for w in ("gate", "up"):
+        got = new[f"layers.0.mlp.{w}.weight"]
+        torch.testing.assert_close(got["exp_avg"], old[f"layers.0.mlp.{w}.weight"]["exp_avg"][g_f][:, g_d] / 2)
+    down = old["layers.0.mlp.down.weight"]
+    torch.testing.assert_close(new["layers.0.mlp.down.weight"]["exp_avg_sq"], down["exp_avg_sq"][g_d][:, g_f] / 4)
+    k = old["layers.0.attn.k.weight"]
+    torch.testing.assert_close(new["layers.0.attn.k.weight"]["exp_avg"], k["exp_avg"][g_kv][:, g_d] / 2)
+    torch.testing.assert_close(new["final_norm.weight"]["exp_avg"], old["final_norm.weight"]["exp_avg"][g_d])
+    torch.testing.assert_close(new["lm_head.weight"]["exp_avg_sq"], old["lm_head.weight"]["exp_avg_sq"][:, g_d] / 4)
+    assert all(float(st["step"]) == 1 for st in new.values())
