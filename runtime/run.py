@@ -138,7 +138,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     dev = par.device
     precision = resolve_precision(plan.train.precision, dev)  # fp16 off CUDA stops here, before the data
     ckdir = out / "checkpoints"
-    start = None
+    start, old = None, None
     if resume:
         if par.is_main:
             ck.remove_temporaries(ckdir)
@@ -226,7 +226,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     par.finish()  # before rank 0 exports: the others need not wait for it
     if not par.is_main:  # rank 0 exports and summarises
         return EXIT_OK
-    models = export_leaves(plan, out, data.tokenizer)
+    models = export_leaves(plan, out, data.tokenizer, previous=old)
     rows = [trainer.summaries[s.name] for s in plan.stages if s.name in trainer.summaries]
     table = summary_table(rows)
     if objective == "clm":  # a decoder shows what it learned: text after a held-out prompt
@@ -249,15 +249,36 @@ def leaf_folders(plan: Plan, out: Path) -> list[Path]:
     return [out / "final"] if len(names) == 1 else [out / "final" / n for n in names]
 
 
-def export_leaves(plan: Plan, out: Path, tokenizer) -> dict:
+def keep_former_leaves(plan: Plan, out: Path, previous: dict) -> None:
+    """A resumed run whose schedule gained stages: a stage that was a leaf and is not one now had
+    its model exported into final/; move that folder to out/final-<stage> instead of deleting it."""
+    old_leaves = [s["name"] for s in previous["stages"] if not any(t["src"] == s["name"] for t in previous["transitions"])]
+    gone = [n for n in old_leaves if n not in leaves(plan)]
+    final = out / "final"
+    for name in gone:
+        folder = final if len(old_leaves) == 1 else final / name
+        keep = out / f"final-{name}"
+        if (folder / "model.safetensors").is_file() and not keep.exists():
+            staging = out / f".final-{name}.moving"
+            shutil.rmtree(staging, ignore_errors=True)
+            os.replace(folder, staging)  # final/ itself may be the folder: move it out first
+            os.replace(staging, keep)
+            print(f"note: stage {name} is no longer a leaf of the schedule; its exported model moved from "
+                  f"{folder} to {keep}", file=sys.stderr)
+
+
+def export_leaves(plan: Plan, out: Path, tokenizer, previous: dict | None = None) -> dict:
     """An HF folder per leaf from its end-of-stage checkpoint: out/final, or out/final/<leaf>;
-    returns the leaves' models by stage name."""
+    returns the leaves' models by stage name. `previous`: the run's plan.json before a resume
+    whose schedule changed (former leaves' exports are kept, `keep_former_leaves`)."""
     from growlang.runtime import checkpoint as ck
     from growlang.runtime.architectures import build, config_from_dict
     from growlang.runtime.hf import export_hf
 
     names, models = leaves(plan), {}
     final = out / "final"
+    if previous is not None:
+        keep_former_leaves(plan, out, previous)
     if final.exists():  # ours, from an earlier attempt of this run
         shutil.rmtree(final)
     for name, folder in zip(names, leaf_folders(plan, out)):
