@@ -45,9 +45,34 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
+def run_tokenizer(checkpoint: Path):
+    """The tokenizer of the run a growlang checkpoint belongs to (its run folder's plan.json names
+    the corpus and tokenizer; the builtin one comes from the cache), or None with a note."""
+    import json
+
+    from growlang.families import family
+    from growlang.plan import Plan
+    from growlang.runtime.errors import UserError
+    from growlang.runtime.tokenizer import load_tokenizer
+
+    plan_file = checkpoint.parent.parent / "plan.json"  # RUN/checkpoints/<stage>-<step>
+    if not plan_file.is_file():
+        print(f"note: {checkpoint} is not inside a run folder with a plan.json; the grown model gets no tokenizer",
+              file=sys.stderr)
+        return None
+    plan = Plan.from_dict(json.loads(plan_file.read_text()))
+    try:
+        return load_tokenizer(plan.data, plan.model.vocab, objective=family(plan.model.family).objective)
+    except UserError as e:
+        print(f"note: the run's tokenizer could not be loaded ({e}); the grown model gets no tokenizer",
+              file=sys.stderr)
+        return None
+
+
 def load_source(src: Path):
-    """(model, cfg, special token ids) from a growlang checkpoint folder (state.json +
-    model.safetensors, checksums verified) or a Hugging Face folder (ids from its config.json)."""
+    """(model, cfg, special token ids, tokenizer or None) from a growlang checkpoint folder
+    (state.json + model.safetensors, checksums verified; the run's tokenizer) or a Hugging Face
+    folder (ids from its config.json; its tokenizer files are copied as they are)."""
     from growlang.runtime.hf import TOKEN_IDS, import_hf, read_json
 
     if (src / "state.json").is_file():
@@ -63,10 +88,10 @@ def load_source(src: Path):
         cfg = config_from_dict(state["config"])
         model = build(cfg)
         model.load_state_dict(load_file(src / MODEL))
-        return model, cfg, None
+        return model, cfg, None, run_tokenizer(src)
     model, cfg = import_hf(src)
     c = read_json(src)
-    return model, cfg, {k: c.get(k) for k in TOKEN_IDS}
+    return model, cfg, {k: c.get(k) for k in TOKEN_IDS}, None
 
 
 def model_spec(cfg) -> ModelSpec:
@@ -103,7 +128,7 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError("--to names no size (e.g. --to 'depth=12 width=768')")
     if out.exists():
         raise UserError(f"{out} already exists; choose a new --out")
-    model, old, special = load_source(src)
+    model, old, special, tokenizer = load_source(src)
     new, uses, warnings = resolve(request, old)
     if warnings:
         print(render_problems(Problems(warnings), args.to or "", args.by or ""), file=sys.stderr)
@@ -126,7 +151,8 @@ def _main(args: argparse.Namespace) -> int:
     rel = max_abs / max(a.abs().max().item(), 1e-30)
     expected = overall_class(uses)
     ok = {"exact": max_abs <= 1e-4, "approximate": True, "none": True}[expected]
-    export_hf(grown, new, out, copy_files=tuple(src / f for f in TOKENIZER_FILES if (src / f).is_file()), ids=special)
+    export_hf(grown, new, out, tokenizer=tokenizer,
+              copy_files=tuple(src / f for f in TOKENIZER_FILES if (src / f).is_file()), ids=special)
 
     def shape(c):
         kv = f" kv_heads={c.kv_heads}" if c.kv_heads != c.heads else ""

@@ -205,3 +205,27 @@ def test_grow_decoder_checkpoint(tmp_path, capsys):
     assert "preservation: exact; as expected" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]) == (32, 8, 4)
+
+
+def test_grow_from_a_run_checkpoint_carries_the_run_tokenizer(tmp_path, corpus, capsys):
+    """Issue 12 item 14: a model grown from a growlang checkpoint gets the run's tokenizer (from its
+    plan.json and the cache), not a 5-token one AutoTokenizer would build."""
+    from transformers import AutoTokenizer
+
+    from growlang.plan import Shape
+    from growlang.runtime import checkpoint as ck
+    from growlang.runtime.run import run_plan
+
+    try:
+        from test_trainer_plans import make_plan, on_corpus
+    except ImportError:
+        from tests.runtime.test_trainer_plans import make_plan, on_corpus
+
+    run = tmp_path / "run"
+    plan = on_corpus(make_plan([("s", None, Shape(depth=1, width=32, heads=2, ffn=64, len=16), 2)]), corpus)
+    assert run_plan(plan, run, resume=False, device="cpu") == 0
+    src = ck.find_stage_end(run / "checkpoints", "s").path
+    assert main(ns(src, tmp_path / "grown", "depth=2", "depth by stack")) == EXIT_OK
+    grown, trained = AutoTokenizer.from_pretrained(tmp_path / "grown"), AutoTokenizer.from_pretrained(run / "final")
+    assert len(grown) == plan.model.vocab and grown.get_vocab() == trained.get_vocab()
+    capsys.readouterr()
