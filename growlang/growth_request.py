@@ -19,7 +19,7 @@ from growlang.schema import StageBlock, validate_part
 from growlang.shapes import resolve_shape
 from growlang.syntax import GrowthItem, StageSyntax, parse_schedule
 
-SHAPE_KEYS = ("depth", "width", "heads", "kv_heads", "ffn", "len")
+SHAPE_KEYS = ("depth", "width", "heads", "kv_heads", "ffn")  # `len` is not grown by `grow` (parse_request)
 DISPLAY = "growlang grow --to/--by"  # where a request's diagnostics say they are
 
 
@@ -53,7 +53,11 @@ def parse_request(to: str, by: str) -> GrowthRequest:
     found += problems
     if block is not None:
         for s in stage.settings:
-            if s.key not in SHAPE_KEYS and s.key != "steps":
+            if s.key == "len":  # a model reads any length up to its position table; nothing to grow
+                found.append(error("E101", "`len` is not something `grow` changes", s.key_span,
+                                   "a model reads any length up to its max_len; to train on longer sequences, "
+                                   "write a stage with a bigger `len` in a schedule"))
+            elif s.key not in SHAPE_KEYS and s.key != "steps":
                 found.append(error("E101", f"`{s.key}` is not a shape key", s.key_span,
                                    "--to takes " + ", ".join(SHAPE_KEYS)))
     if any(d.is_error for d in found):

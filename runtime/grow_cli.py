@@ -105,9 +105,8 @@ def model_spec(cfg) -> ModelSpec:
 def resolve(request: GrowthRequest, old):
     """(grown model config, its operators, warnings) from the request and the loaded model's config."""
     model = model_spec(old)
-    # The position table is fixed (max_len): a `len` in --to is checked against it and grows nothing.
-    length = request.sizes.get("len", old.max_len)
-    shape = Shape(old.depth, old.width, old.heads, old.ffn, length, kv_heads=old.kv_heads)
+    # `len` is refused in --to (growth_request): the shape's len is the position table's
+    shape = Shape(old.depth, old.width, old.heads, old.ffn, old.max_len, kv_heads=old.kv_heads)
     new, uses, warnings = resolve_request(request, shape, model)
     widths = {k: getattr(new, k) for k in old.WIDTH_FIELDS}  # width, heads (and a decoder's kv_heads)
     return dataclasses.replace(old, depth=new.depth, ffn=new.ffn, **widths), uses, warnings

@@ -103,7 +103,7 @@ def test_grow_depth_and_defaults(src, tmp_path, capsys):
     ("src", "depth=4", "depth by zero(where=middle)", "error[E106]: `where` of `zero` must be one of even, top"),
     ("src", "depth=4", "depth by zero(wher=top)", "error[E106]: unknown argument `wher`"),
     ("src", "width=64", "width by interpolate(noise=-1)", "error[E106]: `noise` of `interpolate` must be at least 0"),
-    ("src", "len=1k", "", "error[E204]: `len` 1000 is above max_len 64"),
+    ("src", "len=1k", "", "error[E101]: `len` is not something `grow` changes"),
     # decoders: shrinking, pooling a causal LM, a kv group the new heads do not divide
     ("llama_src", "depth=1", "", "error[E401]: `depth` shrinks from 2 to 1"),
     ("llama_src", "width=16", "", "error[E401]: `width` shrinks from 32 to 16"),
