@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
-from growlang.runtime.roles import Role, init_tensor
+from growlang.runtime.roles import Role, init_parameters
 
 
 @dataclass
@@ -139,10 +139,7 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        roles = param_roles(self.cfg)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                p.copy_(init_tensor(roles[name], tuple(p.shape), generator))
+        init_parameters(self, param_roles(self.cfg), generator)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> logits (B, T, V)
         T = input_ids.shape[1]

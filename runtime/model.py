@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
-from growlang.runtime.roles import Role, init_tensor
+from growlang.runtime.roles import Role, init_parameters
 
 
 @dataclass
@@ -130,10 +130,7 @@ class Encoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        roles = param_roles(self.cfg)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                p.copy_(init_tensor(roles[name], tuple(p.shape), generator))
+        init_parameters(self, param_roles(self.cfg), generator)
 
     def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
                 pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:

@@ -39,3 +39,10 @@ def init_tensor(role: Role, shape: tuple[int, ...], generator: torch.Generator |
     if role.init == "zeros":
         return torch.zeros(shape)
     return torch.empty(shape).normal_(0.0, 0.02, generator=generator)
+
+
+def init_parameters(module: torch.nn.Module, roles: dict[str, Role], generator: torch.Generator | None = None) -> None:
+    """Every parameter of `module` initialised from its role (the model files' reset_parameters)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(init_tensor(roles[name], tuple(p.shape), generator))
