@@ -52,6 +52,15 @@ def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tupl
     """(tokens/s and FLOP/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
     path.write_text(schedule(c, precision))
+    rows = run_growlang(path, threads, workdir)
+    a = next(r for r in rows if r["step"] == c["skip"])
+    b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
+    seconds = b["time"] - a["time"]
+    return (b["tokens"] - a["tokens"]) / seconds, b["step"] - a["step"], (b["flops"] - a["flops"]) / seconds
+
+
+def run_growlang(path: Path, threads: int, workdir: Path) -> list[dict]:
+    """The train records of a `growlang run` of `path` on the CPU with `threads` threads."""
     out = workdir / f"run-{time.monotonic_ns()}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", "cpu"],
@@ -59,11 +68,7 @@ def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tupl
     if p.returncode != 0:
         raise SystemExit(f"growlang run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    rows = [r for r in rows if r.get("kind") == "train"]
-    a = next(r for r in rows if r["step"] == c["skip"])
-    b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
-    seconds = b["time"] - a["time"]
-    return (b["tokens"] - a["tokens"]) / seconds, b["step"] - a["step"], (b["flops"] - a["flops"]) / seconds
+    return [r for r in rows if r.get("kind") == "train"]
 
 
 def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
@@ -112,33 +117,36 @@ def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
     return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n, None
 
 
-def matmul_ceiling(dtype, threads: int, n: int = 1024, reps: int = 8) -> float:
-    """GFLOP/s of an n x n x n matmul in `dtype` on this CPU (best of `reps`, after a warm-up):
-    the ceiling that the trainers' FLOP/s are a fraction of."""
+def cpu_model() -> str:
+    """lscpu's model name (runtime/ceiling.py), with the bf16 instructions it has."""
     import torch
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
-def cpu_model() -> str:
-    """lscpu's model name (what the machine is), with the bf16 instructions it has."""
+    from growlang.runtime.ceiling import device_name
     from growlang.runtime.precision import FAST_BF16_CPU_FLAGS, cpu_flags
 
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?")
-    except OSError:
-        name = "?"
     flags = [f for f in FAST_BF16_CPU_FLAGS if f in cpu_flags()]
-    return f"{name} (bf16 instructions: {', '.join(flags) or 'none'})"
+    return f"{device_name(torch.device('cpu'))} (bf16 instructions: {', '.join(flags) or 'none'})"
+
+
+def compound_stages(path: Path, threads: int, workdir: Path, precision: str, steps: int, skip: int) -> list[tuple]:
+    """(stage, FLOPs per step, seconds per FLOP) of each stage of the compound schedule `path`, run
+    as `growlang run` with `steps` steps per stage, no evaluation but the stages' ends: seconds
+    per FLOP is the training-step time over the plan's FLOPs of the records after the first `skip`
+    steps of each stage (metrics.jsonl's flops_per_s, whose windows exclude evaluation)."""
+    import re
+
+    text = re.sub(r"steps=\d+", f"steps={steps}", path.read_text())
+    for key, value in (("eval_every", 0), ("checkpoint_every", 0), ("log_every", 1), ("precision", precision)):
+        text = re.sub(rf"{key}=\S+", f"{key}={value}", text)
+    grow = workdir / f"compound-{precision}.grow"
+    grow.write_text(text)
+    rows = run_growlang(grow, threads, workdir)
+    out = []
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        timed = [r for r in rows if r["stage"] == stage and r["stage_step"] > skip and "eval_loss" not in r]
+        per_step = (timed[-1]["flops"] - timed[0]["flops"]) / (timed[-1]["stage_step"] - timed[0]["stage_step"])
+        out.append((stage, per_step, statistics.median(1 / r["flops_per_s"] for r in timed)))
+    return out
 
 
 def profile(c: dict, threads: int) -> None:
@@ -186,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", type=int)
     p.add_argument("--repeat", type=int, default=1, help="alternate growlang/transformers N times")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of one step of each")
+    p.add_argument("--compound", type=Path, default=ROOT / "schedules" / "base.grow",
+                   help="the compound schedule whose stages' seconds per FLOP are compared")
+    p.add_argument("--compound-steps", type=int, help="steps per stage of it (default 30, --tiny 5; 0: skip)")
     p.add_argument("--save", type=Path, help="also write the table to this file (benchmarks/growth/run.py "
                    "embeds benchmarks/growth/out/trainer_speed.txt in docs/results.md)")
     a = p.parse_args(argv)
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("batch", "steps", "skip"):
         if getattr(a, k) is not None:
             c[k] = getattr(a, k)
+    if a.compound_steps is None:
+        a.compound_steps = 5 if a.tiny else 30
     if not 0 < c["skip"] < c["steps"] - 1:
         p.error("need 0 < --skip < --steps - 1")
     import torch
@@ -203,12 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line)
         print(line, flush=True)
 
-    ceilings = {"fp32": matmul_ceiling(torch.float32, a.threads), "bf16": matmul_ceiling(torch.bfloat16, a.threads)}
+    from growlang.runtime.ceiling import PROBE_N, measure
+
+    torch.set_num_threads(a.threads)
+    cpu = torch.device("cpu")  # the runtime's own probe (runtime/ceiling.py), measured afresh here
+    ceilings = {"fp32": measure(cpu, torch.float32) / 1e9, "bf16": measure(cpu, torch.bfloat16) / 1e9}
     say(f"training throughput, {c['depth']} layers x {c['width']} (ffn {c['ffn']}, "
         f"{c['width'] // c['head_dim']} heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}, "
         f"post-LN BERT, dropout 0.1, AdamW (fp32 master weights), grad clip {CLIP}, {a.threads} thread(s), torch "
         f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
-    say(f"CPU: {cpu_model()}; matmul ceiling (1024^3, {a.threads} thread(s)): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
+    say(f"CPU: {cpu_model()}; matmul ceiling ({PROBE_N['cpu']}^3, {a.threads} thread(s)): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
         f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
     sides = [("growlang run fp32 (masked-only MLM head)", growlang_speed, "fp32"),
              ("growlang run precision=bf16", growlang_speed, "bf16"),
@@ -235,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     say("goals (issue 11): with fast bf16, >= 2.5x HF fp32 and >= 1.3x HF bf16; without, fp32 >= 1.3x HF fp32. "
         "GFLOP/s counts the runtime's own FLOPs (growlang/accounting.py); HF does more (its head runs on "
         "every position), so only tokens/s compare across trainers")
+    if a.compound_steps:
+        say(f"\ncompound schedule {a.compound.relative_to(ROOT) if a.compound.is_relative_to(ROOT) else a.compound}, "
+            f"{a.compound_steps} steps per stage (first {c['skip']} not timed), its shapes and batch, growlang run")
+        say(f"{'precision':<9} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} {'of ceiling':>10} "
+            f"{'s/FLOP vs last stage':>20}")
+        with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
+            for precision in ("fp32", "bf16"):
+                stages = compound_stages(a.compound, a.threads, Path(tmp), precision, a.compound_steps, c["skip"])
+                last = stages[-1][2]
+                for stage, per_step, spf in stages:
+                    say(f"{precision:<9} {stage:<6} {per_step:>10.3g} {per_step * spf:>7.3f} {1 / spf / 1e9:>8.1f} "
+                        f"{1 / spf / 1e9 / ceilings[precision]:>10.0%} {spf / last:>19.2f}x")
+        say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's")
     if a.save:
         a.save.parent.mkdir(parents=True, exist_ok=True)
         a.save.write_text("\n".join(lines) + "\n")

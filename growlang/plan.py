@@ -74,6 +74,7 @@ class TrainSpec:
     checkpoint_every: int  # steps; 0 = only at stage ends
     log_every: int
     sharding: str = "none"  # "none" | "fsdp"
+    compile: str = "off"  # "auto" | "on" | "off": torch.compile of the training step (runtime/precision.py)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class TrainBlock(_Frozen):
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(10, gt=0)
     sharding: Literal["none", "fsdp"] = "none"
+    compile: Literal["auto", "on", "off"] = "off"  # torch.compile of the training step (docs/precision.md)
 
     @field_validator("lr_on_grow", mode="before")
     @classmethod

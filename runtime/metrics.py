@@ -2,8 +2,12 @@
 
 metrics.jsonl holds one JSON object per line, each with a `kind`:
     train   step (global), stage, stage_step, loss, lr, tokens and flops (cumulative along the
-            stage's root-to-leaf path), tokens_per_s, time (seconds, cumulative along the path),
-            and eval_loss when the step was evaluated
+            stage's root-to-leaf path), time (wall seconds, cumulative along the path: steps,
+            evaluations, compiles), eval_loss when the step was evaluated, and the speed of the
+            steps since the last record (their training-step time only: no evaluation, no
+            compile): tokens_per_s, flops_per_s (the plan's FLOPs per step, accounting) and mfu
+            (flops_per_s over the device's measured matmul ceiling, runtime/ceiling.py)
+    compile stage, step, seconds (the first compiled step after a build, runtime/trainer.py)
     growth  stage (the new one), src, step, eval loss before/after applying the operators, delta,
             and each operator with its preservation class
 The file is flushed after every record; a checkpoint records its size so a resumed run cuts off
@@ -71,16 +75,34 @@ def read_metrics(path: Path) -> list[dict]:
 class StageSummary:
     stage: str
     steps: int = 0
-    time: float = 0.0  # seconds spent in this stage (training and its evaluations)
+    time: float = 0.0  # seconds spent in this stage (training, its evaluations and compiles)
     tokens: int = 0
     flops: float = 0.0
     loss: float | None = None
     eval_loss: float | None = None
+    step_time: float = 0.0  # seconds in training steps, not evaluating, not compiling
+    step_flops: float = 0.0  # the plan's FLOPs of those steps (a compiling step's are not in it)
+    compile_time: float = 0.0  # seconds of torch.compile (train { compile=on })
+    ceiling: float | None = None  # the device's matmul FLOP/s in the run's precision (runtime/ceiling.py)
+
+    @property
+    def flops_per_s(self) -> float | None:
+        return self.step_flops / self.step_time if self.step_time > 0 else None
+
+    @property
+    def mfu(self) -> float | None:
+        return None if self.flops_per_s is None or not self.ceiling else self.flops_per_s / self.ceiling
 
 
 def summary_table(rows: list[StageSummary]) -> str:
-    head = ("stage", "steps", "time", "tokens", "FLOPs", "loss", "eval loss")
-    body = [(r.stage, str(r.steps), f"{r.time:.1f}s", human(r.tokens), f"{r.flops:.3g}",
+    """One row per stage. FLOP/s and MFU are over the training steps' time (evaluations and
+    compiles excluded, `time` includes them); a `compile` column when a stage compiled."""
+    compiled = any(r.compile_time for r in rows)
+    head = ("stage", "steps", "time", *(("compile",) if compiled else ()), "tokens", "FLOPs", "FLOP/s", "MFU",
+            "loss", "eval loss")
+    body = [(r.stage, str(r.steps), f"{r.time:.1f}s", *((f"{r.compile_time:.1f}s",) if compiled else ()),
+             human(r.tokens), f"{r.flops:.3g}", "-" if r.flops_per_s is None else f"{r.flops_per_s:.3g}",
+             "-" if r.mfu is None else f"{r.mfu:.1%}",
              "-" if r.loss is None else f"{r.loss:.4f}", "-" if r.eval_loss is None else f"{r.eval_loss:.4f}")
             for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
@@ -112,19 +134,27 @@ class Progress:
     def __init__(self, stage: str, total: int, start: int, log_every: int):
         self.stage, self.total, self.log_every = stage, total, max(1, log_every)
         self.tty = sys.stderr.isatty()
+        self.speed: dict | None = None
         self.bar = tqdm(total=total, initial=start, desc=stage, unit="step", file=sys.stderr,
                         dynamic_ncols=True, leave=True) if self.tty else None
 
-    def update(self, stage_step: int, loss: float, lr: float, eval_loss: float | None = None) -> None:
-        """stage_step: steps done in this stage (1-based after the step)."""
+    def update(self, stage_step: int, loss: float, lr: float, eval_loss: float | None = None,
+               speed: dict | None = None) -> None:
+        """stage_step: steps done in this stage (1-based after the step); speed: the metrics
+        record's flops_per_s and mfu when this step wrote one (shown until the next one)."""
+        self.speed = speed or self.speed
         if self.bar is not None:
             self.bar.update(1)
             post = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}"}
             if eval_loss is not None:
                 post["eval"] = f"{eval_loss:.3f}"
+            if self.speed:
+                post["MFU"] = f"{self.speed['mfu']:.1%}"
             self.bar.set_postfix(post, refresh=False)
         elif stage_step % self.log_every == 0 or stage_step == self.total or eval_loss is not None:
             extra = "" if eval_loss is None else f" eval {eval_loss:.4f}"
+            if self.speed:
+                extra += f" {self.speed['flops_per_s'] / 1e9:.3g} GFLOP/s MFU {self.speed['mfu']:.1%}"
             print(f"[{self.stage}] step {stage_step}/{self.total} loss {loss:.4f} lr {lr:.2e}{extra}",
                   file=sys.stderr, flush=True)
 

@@ -11,6 +11,9 @@ also scales the loss and is supported on CUDA only (the loss scaler here is CUDA
   them bf16 is converted around each matmul, so `auto` keeps fp32 there (not yet measured on such
   a CPU: the benchmark prints its ceilings wherever it runs).
 The run prints what it chose and why (`Precision.describe`).
+
+`train { compile=... }` is resolved here too (`resolve_compile`): whether the training step runs
+under `torch.compile`, from the measurement in docs/precision.md ("Compilation").
 """
 
 from __future__ import annotations
@@ -82,3 +85,33 @@ def resolve(requested: str, device: torch.device, flags: frozenset[str] | None =
         if not fast:
             return Precision("bf16", "bf16", f"as asked; note {why}, so bf16 may be slower than fp32 here")
     return Precision(requested, requested, "as the schedule asks")
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """Whether a stage's training step runs under `torch.compile` (`train { compile=... }`), and why."""
+
+    requested: str  # auto | on | off
+    on: bool
+    why: str
+
+    def describe(self) -> str:
+        return f"compile: {'on' if self.on else 'off'}, the training step of every stage ({self.why})"
+
+
+def resolve_compile(requested: str, device: torch.device, processes: int = 1) -> Compilation:
+    """The compile decision for `device`. `auto` compiles on CUDA and not on a CPU: measured on
+    this project's AMD EPYC (benchmarks/compile_speed.py, docs/precision.md "Compilation") the
+    compiled step ran 0.35x to 1.37x the eager one across the quickstart's stages, so no stage
+    length repays the compile on every shape. Several processes (DDP/FSDP) train eager: compiling
+    a wrapped replica is not supported yet."""
+    if requested == "off":
+        return Compilation(requested, False, "as the schedule asks")
+    if processes > 1:
+        return Compilation(requested, False, f"{processes} processes: compile of a DDP/FSDP replica is not supported yet")
+    if requested == "on":
+        return Compilation(requested, True, "as the schedule asks")
+    if device.type == "cuda":
+        return Compilation(requested, True, "auto: CUDA")
+    return Compilation(requested, False, "auto: on a CPU the compiled step was 0.35x-1.37x eager's, measured "
+                                         "(docs/precision.md)")

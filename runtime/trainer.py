@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from growlang.runtime.metrics import (MetricsLog, Progress, StageSummary, announ
                                       summaries_from_json, summaries_to_json)
 from growlang.runtime.architectures import ModelConfig, build, config_from_dict, config_from_plan, param_roles
 from growlang.runtime.operators import carry_optimizer_state, grow
-from growlang.runtime.distributed import NullProgress, Parallel
-from growlang.runtime.precision import Precision, resolve as resolve_precision
+from growlang.runtime.ceiling import ceiling, dtype_of
+from growlang.runtime.distributed import ModelLoss, NullProgress, Parallel
+from growlang.runtime.precision import Precision, resolve as resolve_precision, resolve_compile
 
 
 class NonFiniteLoss(Exception):
@@ -59,6 +61,12 @@ class Trainer:
         self.precision = precision or resolve_precision(plan.train.precision, device)  # runtime/precision.py
         self.amp_dtype = self.precision.amp_dtype
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.scales_loss else None
+        self.compilation = resolve_compile(plan.train.compile, device, self.par.world_size)
+        if self.par.is_main and plan.train.compile != "off":
+            print(self.compilation.describe(), file=sys.stderr, flush=True)
+        self.ceiling = ceiling(device, dtype_of(self.precision))  # FLOP/s, for MFU (runtime/ceiling.py)
+        self.compiles = 0  # torch.compile'd training steps built so far (one per build with compile on)
+        self.compile_pending = False  # the next step traces and compiles
         # per-stage state, set by start_stage
         self.stage: StagePlan | None = None
         self.cfg: ModelConfig | None = None
@@ -78,6 +86,12 @@ class Trainer:
         self.model.to(self.device)
         self.replica = self.par.wrap(self.model)  # DDP/FSDP, re-wrapped after every growth
         self.opt = self.make_optimizer(self.model)
+        self.loss_fn = self.replica.loss
+        if self.compilation.on:  # a new model has new shapes: compile again (torchtitan rebuilds it too)
+            torch._dynamo.reset()  # the old model's graphs, and dynamo's per-function recompile limit
+            self.loss_fn = torch.compile(ModelLoss(self.model), dynamic=False)
+            self.compiles += 1
+            self.compile_pending = True  # compiled lazily, by the first step: train_stage times it
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.AdamW:
         """AdamW with weight decay on weight matrices and embeddings, not on biases or LayerNorm.
@@ -90,9 +104,12 @@ class Trainer:
         named = list(model.named_parameters())
         decay = [p for n, p in named if roles[n].init == "normal"]
         no_decay = [p for n, p in named if roles[n].init != "normal"]
+        # fused: one kernel for the whole update instead of a Python loop over the parameters, on the
+        # CPU as on CUDA (stage 1 of schedules/base.grow: 0.44 ms against 1.83, benchmarks/step_profile.py);
+        # deterministic, so resume stays bitwise. Not under FSDP: its sharded DTensors take torch's default.
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.stage.lr if self.stage else t.lr, betas=(t.beta1, t.beta2),
-                                 eps=t.eps)
+                                 eps=t.eps, fused=not self.par.fsdp or None)
 
     def start_root(self, index: int) -> None:
         self.stage_index, self.stage = index, self.plan.stages[index]
@@ -102,7 +119,7 @@ class Trainer:
         self.par.seed_dropout(self.plan.train.seed, self.offsets[self.stage.name])
         self.stage_step = 0
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}
-        self.summaries[self.stage.name] = StageSummary(self.stage.name)
+        self.summaries[self.stage.name] = StageSummary(self.stage.name, ceiling=self.ceiling)
 
     def restore(self, c: ck.Checkpoint, index: int) -> None:
         """Continue stage `index` from a checkpoint taken inside it (or at its end)."""
@@ -141,7 +158,7 @@ class Trainer:
             self.par.load_optimizer_state(self.opt, self.model, carry_optimizer_state(parent.optimizer_state(), maps))
         self.restore_common(parent.state)
         self.stage_step = 0
-        self.summaries[self.stage.name] = StageSummary(self.stage.name)
+        self.summaries[self.stage.name] = StageSummary(self.stage.name, ceiling=self.ceiling)
         record = {
             "kind": "growth", "stage": self.stage.name, "src": trans.src, "step": self.offsets[self.stage.name],
             "eval_loss_before": before, "eval_loss_after": after, "delta": after - before,
@@ -189,8 +206,7 @@ class Trainer:
             ids, pos, tgt = (x[i:i + micro].to(self.device) for x in (batch.input_ids, batch.positions, batch.targets))
             with self.replica.sync(last=i + micro >= rows):  # reduce gradients once per step
                 with self.autocast():
-                    loss = self.replica.loss(ids, pos, tgt, pool=s.reading.pool,
-                                             encoder_len=s.reading.encoder_len) * (ids.shape[0] / rows)
+                    loss = self.loss_fn(ids, pos, tgt, s.reading.pool, s.reading.encoder_len) * (ids.shape[0] / rows)
                 total += loss.detach()
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         value = float(self.par.mean(total))  # DDP averaged the gradients; log the same mean
@@ -213,18 +229,26 @@ class Trainer:
         if self.par.is_main:
             announce_stage(s, self.stage_step)
         progress = Progress(s.name, s.steps, self.stage_step, t.log_every) if self.par.is_main else NullProgress()
-        window_t, window_tokens = 0.0, 0
+        flops = s.cost.flops_per_seq * s.batch  # per step, as the plan counts them (accounting)
+        window_t, window_tokens, window_steps = 0.0, 0, 0  # training steps since the last record, timed
         try:
             while self.stage_step < s.steps:
                 t0 = time.perf_counter()
+                compiling, self.compile_pending = self.compile_pending, False
                 loss, lr = self.step()
+                step_t = time.perf_counter() - t0
                 self.stage_step += 1
                 g = self.offsets[s.name] + self.stage_step  # steps done, global
                 tokens = s.cost.tokens // s.steps  # per step, as the plan counts them (accounting)
                 self.counters["tokens"] += tokens
-                self.counters["flops"] += s.cost.flops_per_seq * s.batch
+                self.counters["flops"] += flops
                 summary.steps, summary.tokens = self.stage_step, summary.tokens + tokens
-                summary.flops += s.cost.flops_per_seq * s.batch
+                summary.flops += flops
+                if compiling:  # the first compiled step traces and compiles: wall time, not speed
+                    self.log_compile(step_t)
+                else:
+                    summary.step_time, summary.step_flops = summary.step_time + step_t, summary.step_flops + flops
+                    window_t, window_tokens, window_steps = window_t + step_t, window_tokens + tokens, window_steps + 1
                 summary.loss = self.last_loss = loss
                 end = self.stage_step == s.steps
                 eval_loss = None
@@ -235,17 +259,20 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.counters["time"] += dt
                 summary.time += dt
-                window_t, window_tokens = window_t + dt, window_tokens + tokens
+                speed = None
+                if (end or eval_loss is not None or g % max(1, t.log_every) == 0) and window_t > 0:
+                    flops_per_s = window_steps * flops / window_t
+                    speed = {"tokens_per_s": window_tokens / window_t, "flops_per_s": flops_per_s,
+                             "mfu": flops_per_s / self.ceiling}
                 if end or eval_loss is not None or g % max(1, t.log_every) == 0:
                     rec = {"kind": "train", "step": g, "stage": s.name, "stage_step": self.stage_step,
                            "loss": loss, "lr": lr, "tokens": self.counters["tokens"],
-                           "flops": self.counters["flops"], "tokens_per_s": window_tokens / max(window_t, 1e-9),
-                           "time": self.counters["time"]}
+                           "flops": self.counters["flops"], **(speed or {}), "time": self.counters["time"]}
                     if eval_loss is not None:
                         rec["eval_loss"] = eval_loss
                     self.log.write(rec)
-                    window_t, window_tokens = 0.0, 0
-                progress.update(self.stage_step, loss, lr, eval_loss)
+                    window_t, window_tokens, window_steps = 0.0, 0, 0
+                progress.update(self.stage_step, loss, lr, eval_loss, speed)
                 if end:
                     self.save("stage_end")
                 elif t.checkpoint_every > 0 and g % t.checkpoint_every == 0:
@@ -255,6 +282,17 @@ class Trainer:
                     raise Stopped(f"stopped after {self.steps_this_process} steps")
         finally:
             progress.close()
+
+    def log_compile(self, seconds: float) -> None:
+        """The first step after a compiled build: its wall time is the compile (forward and backward
+        graphs; it includes that one step's own compute, a fraction of a percent of it)."""
+        s, summary = self.stage, self.summaries[self.stage.name]
+        summary.compile_time += seconds
+        self.log.write({"kind": "compile", "stage": s.name, "step": self.offsets[s.name] + self.stage_step,
+                        "seconds": seconds, "compiles": self.compiles})
+        if self.par.is_main:
+            print(f"== compiled stage {s.name}'s training step in {seconds:.1f}s ({self.compilation.why}); "
+                  "not counted in tokens/s or MFU", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------- save
     def save(self, kind: str) -> Path:

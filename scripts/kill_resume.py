@@ -55,7 +55,7 @@ stage 3: depth=3 width=64 ffn=256 len=32 steps={steps}
 STAGES = 3
 # moment -> weight; the event moments come from runtime/crash_points.py
 MOMENTS = {"random": 1, "training": 3, "checkpoint-write": 3, "checkpoint-done": 2, "growth": 2}
-PROGRESS_FIELDS = ("time", "tokens_per_s")  # wall-clock fields of metrics.jsonl
+PROGRESS_FIELDS = ("time", "tokens_per_s", "flops_per_s", "mfu")  # wall-clock fields of metrics.jsonl
 
 
 def write_corpus(path: Path, docs: int = 160, seed: int = 0) -> None:

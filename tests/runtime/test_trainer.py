@@ -28,7 +28,7 @@ def same_files(a, b, names=("model.safetensors", "optimizer.safetensors")):
 
 
 def comparable(rows):
-    drop = ("time", "tokens_per_s")
+    drop = ("time", "tokens_per_s", "flops_per_s", "mfu")
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 

@@ -1,0 +1,90 @@
+"""The device's matmul ceiling: the FLOP/s a large square matmul reaches in the precision a run
+computes in, measured once per device and cached. MFU (model FLOPs utilisation) is a stage's
+achieved FLOP/s (the plan's FLOPs per step, growlang/accounting.py, over the measured step time)
+as a fraction of it: nanoGPT's `estimate_mfu` divides by the vendor's peak; a measured probe is
+the peak this machine and this torch build really reach (on a CPU the vendor's number depends on
+the clock, the thread count and the instructions oneDNN picks).
+
+The cache is `$GROWLANG_CACHE/ceilings.json` (runtime/tokenizer.py `cache_root`), keyed by the
+device's name, the torch version, the thread count and the dtype: a new torch or another thread
+count measures again. benchmarks/trainer_speed.py reads the same probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from growlang.runtime.tokenizer import cache_root
+
+PROBE_N = {"cpu": 1024, "cuda": 8192}  # n of the n x n x n probe: ~20 ms on one CPU core, ~1 ms on an H100
+REPS = 8
+
+
+def device_name(device: torch.device) -> str:
+    """lscpu's model name on a CPU (else /proc/cpuinfo's), the CUDA device name on a GPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        name = ""
+    if not name:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+            name = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "")
+        except OSError:
+            pass
+    return name or "unknown CPU"
+
+
+def measure(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = REPS) -> float:
+    """FLOP/s of an n x n x n matmul in `dtype` on `device`: best of `reps` after a warm-up. The
+    operands come from a private generator, so probing never moves the global RNG a run seeds."""
+    n = n or PROBE_N.get(device.type, 1024)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def key(device: torch.device, dtype: torch.dtype) -> str:
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return f"{device_name(device)}|torch {torch.__version__}|threads {threads}|{str(dtype).removeprefix('torch.')}"
+
+
+def ceiling(device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None) -> float:
+    """The cached FLOP/s ceiling of `device` in `dtype`, measured on the first call for its key."""
+    path = cache_root(cache_dir) / "ceilings.json"
+    k = key(device, dtype)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if isinstance(table.get(k), (int, float)) and table[k] > 0:
+        return float(table[k])
+    table[k] = measure(device, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: ranks and runs may probe at once
+    tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return table[k]
+
+
+def dtype_of(precision) -> torch.dtype:
+    """The dtype the matmuls run in under a resolved `Precision` (runtime/precision.py)."""
+    return precision.amp_dtype or torch.float32
