@@ -104,3 +104,23 @@ def test_import_rejects_headless_bert(tmp_path):
                          intermediate_size=16, max_position_embeddings=8)).save_pretrained(tmp_path / "base")
     with pytest.raises(UserError, match="MLM head"):
         import_hf(tmp_path / "base")
+
+
+def test_export_is_quiet_and_leaves_state_alone(tmp_path, capfd):
+    """No transformers output (shard bars, the bert-preln pad id note); its verbosity and bars as they
+    were; the exported model's tensors untouched (export shares them, it does not copy)."""
+    from transformers.utils import logging as hf_logging
+
+    m, c = perturbed("bert-preln")
+    before = {n: t.clone() for n, t in m.state_dict().items()}
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_progress_bar()
+    try:
+        export_hf(m, c, tmp_path / "hf")
+        assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == (hf_logging.INFO, True)
+    finally:
+        hf_logging.set_verbosity_warning()
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    for n, t in m.state_dict().items():
+        assert torch.equal(t, before[n]), n

@@ -188,3 +188,19 @@ def test_transformers_4_rope_fields(tmp_path):
     (folder / "config.json").write_text(json.dumps({**c, "rope_scaling": {"type": "linear", "factor": 4.0}}))
     with pytest.raises(UserError, match="`rope_scaling` is .*plain RoPE"):
         read_config(folder)
+
+
+def test_parameters_on_meta_keeps_buffers():
+    """The export builds its transformers model without memory for the weights, with the computed
+    buffers (rotary inv_freq) real and equal to a normal build's."""
+    from growlang.runtime.hf import parameters_on_meta
+
+    cfg = llama_config(rope_theta=5000.0)
+    with parameters_on_meta():
+        empty = LlamaForCausalLM(cfg)
+    assert all(p.is_meta for p in empty.parameters())
+    real = dict(LlamaForCausalLM(cfg).named_buffers())
+    assert real.keys() == dict(empty.named_buffers()).keys()
+    for name, b in empty.named_buffers():
+        assert not b.is_meta and torch.equal(b, real[name]), name
+    assert not torch.nn.Linear(2, 2).weight.is_meta  # undone on leaving
