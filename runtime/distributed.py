@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -336,12 +337,23 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
         if plan is not None:
             env[PLAN_ENV] = shared
         env.setdefault("OMP_NUM_THREADS", str(threads))  # N processes must not each use every core
-        procs.append(subprocess.Popen([sys.executable, "-m", "growlang", *argv], env=env))
-    first, stopping = 0, None
+        # own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once
+        procs.append(subprocess.Popen([sys.executable, "-m", "growlang", *argv], env=env, start_new_session=True))
+    first, stopping, forwarded = 0, None, []
+
+    def forward(signum, frame):  # Ctrl-C / SIGTERM on the launcher: every rank gets it (signals.StopRequest)
+        forwarded.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(p.poll() is None for p in procs):
             failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-            if failed and not first:
+            if forwarded:  # the ranks are stopping together after a checkpoint: wait for them
+                pass
+            elif failed and not first:
                 first, stopping = failed[0], time.monotonic()
                 for p in procs:  # the rest would wait for the failed rank forever
                     if p.poll() is None:
@@ -351,11 +363,12 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
                     if p.poll() is None:
                         p.kill()
             time.sleep(0.1)
-    except KeyboardInterrupt:  # Ctrl-C reached every rank too; let them stop cleanly
-        for p in procs:
-            p.wait()
-        return first or 130
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     codes = [p.returncode for p in procs]
+    if forwarded:
+        return 130 if all(c in (0, 130) for c in codes) else next(c for c in codes if c not in (0, 130))
     return first or next((c for c in codes if c), 0)
 
 

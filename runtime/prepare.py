@@ -44,7 +44,8 @@ class Prepared:
 class Progress:
     """One line on stderr: MB read, MB/s, tokens, ETA; redrawn on a terminal, every 10 s otherwise."""
 
-    def __init__(self, what: str, counts: ReadCounts, stream=sys.stderr, enabled: bool = True):
+    def __init__(self, what: str, counts: ReadCounts, stream=None, enabled: bool = True):
+        stream = stream if stream is not None else sys.stderr  # looked up now: sys.stderr may be replaced
         self.what, self.counts, self.stream, self.enabled = what, counts, stream, enabled
         self.tty = enabled and stream.isatty()
         self.t0 = self.last = time.monotonic()

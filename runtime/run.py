@@ -130,6 +130,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     from growlang.families import FAMILIES
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data, stream_tokens
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
+    from growlang.runtime.signals import StopRequest
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
     from growlang.runtime import distributed
     from growlang.runtime.precision import resolve as resolve_precision
@@ -201,17 +202,20 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
            if par.is_main else distributed.NullLog())
     if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
         print(precision.describe(), file=sys.stderr)
+    stop = StopRequest()  # Ctrl-C / SIGTERM: finish the step, write a checkpoint, exit 130
     trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par,
-                      precision=precision)
+                      precision=precision, stop=stop)
     try:
-        trainer.train(start)
+        with stop.installed():
+            trainer.train(start)
     except NonFiniteLoss as e:
         last = ck.latest(ckdir, warn=lambda m: None)
         print(failures.non_finite_loss(e, last.path if last else None, plan, out, device,
                                        amp_in_use=trainer.amp_dtype is not None), file=sys.stderr)
         return EXIT_PROBLEM
     except (Stopped, KeyboardInterrupt) as e:
-        print(failures.interrupted(plan, out, device, str(e) or "Ctrl-C"), file=sys.stderr)
+        if par.is_main:  # one message, not one per rank
+            print(failures.interrupted(plan, out, device, str(e) or "Ctrl-C"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # out of GPU memory: a message naming the stage, not a traceback
         if not failures.is_oom(e):

@@ -1,4 +1,5 @@
-"""Ctrl-C while a checkpoint is being written: finish the write first, then stop.
+"""Signals: Ctrl-C while a checkpoint is being written finishes the write first, then stops; Ctrl-C
+or SIGTERM while training finishes the step and writes a checkpoint (`StopRequest`).
 
 A SIGINT that lands inside `deferred_interrupt()` is remembered and raised as KeyboardInterrupt
 when the block ends, so the checkpoint being written is completed and renamed into place; a
@@ -39,3 +40,39 @@ def deferred_interrupt(what: str):
         signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (what docker, Kubernetes and Slurm send before they kill) while
+    training: the first one is remembered, the trainer finishes its step, writes a checkpoint and
+    stops (exit 130, with the resume command); a second SIGINT stops at once (KeyboardInterrupt).
+    `received` names the signal once one came."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            print(f"\n{self.received}: finishing this step, then writing a checkpoint "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s, old in previous.items():
+            if old is not signal.SIG_IGN and old is not None:  # ignored on purpose: leave it
+                signal.signal(s, self._handler)
+        try:
+            yield self
+        finally:
+            for s, old in previous.items():
+                if old is not None:
+                    signal.signal(s, old)

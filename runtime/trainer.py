@@ -47,9 +47,10 @@ class Stopped(Exception):
 class Trainer:
     def __init__(self, plan: Plan, out: Path, stream, eval_set: list, device: torch.device,
                  log: MetricsLog, stop_after_steps: int | None = None, parallel: Parallel | None = None,
-                 precision: Precision | None = None):
+                 precision: Precision | None = None, stop=None):
         self.plan, self.out, self.stream, self.eval_set = plan, out, stream, eval_set
         self.device, self.log, self.stop_after_steps = device, log, stop_after_steps
+        self.stop = stop  # a runtime/signals.py StopRequest, or None
         self.par = parallel or Parallel(device=device)  # ranks: runtime/distributed.py
         self.ckdir = out / "checkpoints"
         self.schedules = stage_schedules(plan)
@@ -278,10 +279,20 @@ class Trainer:
                 elif t.checkpoint_every > 0 and g % t.checkpoint_every == 0:
                     self.save("periodic")
                 self.steps_this_process += 1
+                if self.stop_requested():  # Ctrl-C / SIGTERM: this step is done, keep it
+                    if not end and not (t.checkpoint_every > 0 and g % t.checkpoint_every == 0):
+                        self.save("periodic")
+                    raise Stopped(self.stop.received or "a signal on another rank")
                 if self.stop_after_steps is not None and self.steps_this_process >= self.stop_after_steps:
                     raise Stopped(f"stopped after {self.steps_this_process} steps")
         finally:
             progress.close()
+
+    def stop_requested(self) -> bool:
+        """Whether a rank received Ctrl-C or SIGTERM (runtime/signals.py StopRequest): ranks agree
+        through one all-reduce per step, so all stop after the same step."""
+        flag = torch.tensor(1.0 if self.stop is not None and self.stop.received else 0.0, device=self.device)
+        return bool(float(self.par.mean(flag)) > 0)
 
     def log_compile(self, seconds: float) -> None:
         """The first step after a compiled build: its wall time is the compile (forward and backward
