@@ -218,7 +218,7 @@ def export_hf(model, cfg: ModelConfig, folder: str | Path, tokenizer=None,
         try:
             hf.save_pretrained(tmp, safe_serialization=True)
             if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
+                save_tokenizer(tokenizer, tmp, cfg.max_len)
             for f in copy_files:
                 shutil.copy2(f, tmp / Path(f).name)
             apply_umask(tmp)
@@ -227,6 +227,16 @@ def export_hf(model, cfg: ModelConfig, folder: str | Path, tokenizer=None,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return folder
+
+
+def save_tokenizer(tokenizer, folder: Path, max_len: int) -> None:
+    """The tokenizer with `model_max_length` = the model's positions, so `truncation=True` and
+    pipelines cut inputs to what the model reads (the builtin one is built unbounded)."""
+    import copy
+
+    tok = copy.copy(tokenizer)  # the run keeps its own object as it was
+    tok.model_max_length = max_len
+    tok.save_pretrained(folder)
 
 
 def current_umask() -> int:

@@ -81,6 +81,17 @@ def test_final_loads_in_transformers_with_same_logits(finished):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_exported_tokenizer_is_bounded_by_the_model(finished):
+    """Issue 12 item 1: model_max_length = the position table, so truncation=True cuts to it."""
+    from transformers import AutoTokenizer
+
+    plan, out = finished
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    assert tok.model_max_length == plan.model.max_len
+    long_text = " ".join(["the cat sat on the mat."] * 40)
+    assert len(tok(long_text, truncation=True)["input_ids"]) == plan.model.max_len
+
+
 def test_existing_out_is_refused(finished, corpus, capsys):
     plan, out = finished
     assert run_plan(plan, out, resume=False, device="cpu") == 1
