@@ -94,16 +94,18 @@ class StageSummary:
         return None if self.flops_per_s is None or not self.ceiling else self.flops_per_s / self.ceiling
 
 
-def summary_table(rows: list[StageSummary]) -> str:
+def summary_table(rows: list[StageSummary], perplexity: bool = False) -> str:
     """One row per stage. FLOP/s and MFU are over the training steps' time (evaluations and
-    compiles excluded, `time` includes them); a `compile` column when a stage compiled."""
+    compiles excluded, `time` includes them); a `compile` column when a stage compiled;
+    `perplexity` (causal LMs): exp(eval loss), the eval perplexity, in its own column."""
     compiled = any(r.compile_time for r in rows)
     head = ("stage", "steps", "time", *(("compile",) if compiled else ()), "tokens", "FLOPs", "FLOP/s", "MFU",
-            "loss", "eval loss")
+            "loss", "eval loss", *(("eval ppl",) if perplexity else ()))
     body = [(r.stage, str(r.steps), f"{r.time:.1f}s", *((f"{r.compile_time:.1f}s",) if compiled else ()),
              human(r.tokens), f"{r.flops:.3g}", "-" if r.flops_per_s is None else f"{r.flops_per_s:.3g}",
              "-" if r.mfu is None else f"{r.mfu:.1%}",
-             "-" if r.loss is None else f"{r.loss:.4f}", "-" if r.eval_loss is None else f"{r.eval_loss:.4f}")
+             "-" if r.loss is None else f"{r.loss:.4f}", "-" if r.eval_loss is None else f"{r.eval_loss:.4f}",
+             *((("-" if r.eval_loss is None else f"{math.exp(r.eval_loss):.1f}"),) if perplexity else ()))
             for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
 

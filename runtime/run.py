@@ -232,7 +232,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
         return EXIT_OK
     models = export_leaves(plan, out, data.tokenizer, previous=old)
     rows = [trainer.summaries[s.name] for s in plan.stages if s.name in trainer.summaries]
-    table = summary_table(rows)
+    table = summary_table(rows, perplexity=objective == "clm")
     if objective == "clm":  # a decoder shows what it learned: text after a held-out prompt
         from growlang.runtime.sample import sample_text
 

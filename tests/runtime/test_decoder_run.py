@@ -40,7 +40,7 @@ def test_decoder_run_resumes_bitwise_across_the_growth(family, tmp_path, corpus,
     ref = tmp_path / "ref"
     assert run_plan(plan, ref, resume=False, device="cpu") == 0
     summary = (ref / "summary.txt").read_text()
-    assert "sample (big, " in summary and " >> " in summary
+    assert "sample (big, " in summary and " >> " in summary and "eval ppl" in summary.splitlines()[0]
     rows = read_metrics(ref / "metrics.jsonl")
     train = [r for r in rows if r["kind"] == "train"]
     small, big = plan.stages
