@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/time_estimate.py [--profile cpu.json] [--out /tmp/...] [--tiny]
 
 Calibrates this device (`growlang calibrate`, unless --profile names one), then runs the shipped
-CPU quickstart (schedules/base.grow) and three schedules of its own that are not in the
-calibration grid (other widths, lengths, pooling, width growth), each with the calibration's
-thread count, and prints each stage's and each path's estimated and measured training-loop
-seconds (summary.txt's `time`: the stage's steps and its evaluations) and the relative error.
+CPU quickstarts (schedules/base.grow; the decoder schedules/gpt-tiny.grow) and three schedules of
+its own that are not in the calibration grid (other widths, lengths, pooling, width growth), each
+with the calibration's thread count, and prints each stage's and each path's estimated and measured training-loop
+seconds (metrics.jsonl's `time`, read as `calibrate --from` reads it: growlang/run_times.py) and the
+relative error. `--reuse` keeps the runs in --out whose every stage finished (a rerun after one failed).
 Prints `lscpu`'s model name and the load average: a shared machine inflates measured times.
 """
 
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from growlang.compiler import compile_text  # noqa: E402
-from growlang.time_model import load_profile, plan_seconds  # noqa: E402
+from growlang.run_times import stage_times  # noqa: E402
+from growlang.time_model import ProfileError, load_profile, plan_seconds  # noqa: E402
 
 HEAD = ("model bert {{ vocab=4096 head_dim={hd} max_len=128 dropout=0 }}\n"
         "data {{ corpus=builtin tokenizer=builtin mask=0.15 }}\n"
@@ -40,17 +42,18 @@ OWN = {
     + "stage 1: depth=2 width=160 ffn=320 len=32 steps=200 ; grow depth by stack, len by pool, ffn by stack\n"
       "stage 2: depth=4 ffn=640 len=128 steps=100\n",
 }
+SHIPPED = ("base", "gpt-tiny")  # the shipped schedules that train on a 2-core CPU in minutes
 TINY = {"tiny": HEAD.format(hd=32, batch=4) + "stage 1: depth=1 width=32 ffn=64 len=32 steps=4\n"}
 
 
-def stage_times(summary: Path) -> dict[str, float]:
-    """summary.txt's per-stage `time` column (the run's own measurement)."""
-    times = {}
-    for line in summary.read_text().splitlines():
-        cols = line.split()
-        if len(cols) >= 3 and cols[2].endswith("s") and cols[1].isdigit():
-            times[cols[0]] = float(cols[2][:-1])
-    return times
+def trained(out: Path, plan) -> dict[str, float] | None:
+    """Each stage's measured seconds, when the run in `out` finished every stage, else None."""
+    try:
+        times = stage_times(str(out))[1]
+    except ProfileError:
+        return None
+    done = {t.stage: t.seconds for t in times if t.finished}
+    return done if set(done) == {s.name for s in plan.stages} else None
 
 
 def error(estimated: float, measured: float) -> float:
@@ -61,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="a profile to use instead of calibrating now")
     ap.add_argument("--out", help="work folder (default: a temporary one)")
+    ap.add_argument("--reuse", action="store_true", help="keep the finished runs already in --out")
     ap.add_argument("--tiny", action="store_true", help="one 4-step schedule and a quick calibration: checks the script")
     args = ap.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="growlang-time-"))
@@ -75,7 +79,9 @@ def main() -> None:
                        check=True)
     profile = load_profile(str(profile_path))
     env = {**os.environ, "OMP_NUM_THREADS": str(profile["threads"])}
-    schedules = TINY if args.tiny else {"base (shipped)": (ROOT / "schedules/base.grow").read_text(), **OWN}
+    shipped = {f"{n} (shipped)": (ROOT / f"schedules/{n}.grow").read_text() for n in SHIPPED
+               if (ROOT / f"schedules/{n}.grow").is_file()}
+    schedules = TINY if args.tiny else {**shipped, **OWN}
     rows, paths = [], []
     for name, text in schedules.items():
         plan = compile_text(text, f"{name}.grow").plan
@@ -83,9 +89,16 @@ def main() -> None:
         src = work / f"{name.split()[0]}.grow"
         src.write_text(text)
         out = work / f"run-{src.stem}"
-        subprocess.run([*growlang, "run", str(src), "--out", str(out), "--device", "cpu"], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        measured = stage_times(out / "summary.txt")
+        measured = trained(out, plan) if args.reuse else None
+        if measured is None:
+            done = subprocess.run([*growlang, "run", str(src), "--out", str(out), "--device", "cpu"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            measured = trained(out, plan)
+            if measured is None:  # training failed: nothing to compare
+                sys.exit(f"{name}: growlang run failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+            if done.returncode:  # trained every stage, failed after (the export): the times stand
+                print(f"note: {name}: run exited {done.returncode} after training every stage: "
+                      f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}", flush=True)
         for stage, seconds in est["stages"].items():
             rows.append((name, stage, seconds, measured[stage]))
         for p in est["paths"]:

@@ -71,14 +71,14 @@ def cmd_check(args) -> int:
     from growlang.diagnostics import render_text, summary_line, to_json_dict
 
     worst, everything, results, unreadable = EXIT_OK, [], [], 0
-    profile = None
+    profile = source = None
     if args.profile:
-        from growlang.time_model import ProfileError, load_profile
+        from growlang.time_model import ProfileError, read_profile
 
         try:
-            profile = load_profile(args.profile)
+            profile, source = read_profile(args.profile)
         except ProfileError as exc:
-            print(f"growlang: {exc}", file=sys.stderr)
+            print(exc.render() + summary_line([exc.diagnostic]), file=sys.stderr)
             return EXIT_USAGE
     for path in args.files:
         compiled, problem = _compile(path)
@@ -98,7 +98,8 @@ def cmd_check(args) -> int:
             if profile is not None and compiled.plan is not None:
                 from growlang.time_model import plan_seconds
 
-                results[-1]["seconds"] = plan_seconds(compiled.plan, profile)
+                est = plan_seconds(compiled.plan, profile, source)
+                results[-1]["seconds"] = {**est, "warnings": [to_json_dict(w, args.profile) for w in est["warnings"]]}
         else:
             if compiled.diagnostics:
                 print(render_text(list(compiled.diagnostics), text, path), file=sys.stderr)
@@ -109,9 +110,11 @@ def cmd_check(args) -> int:
                 if profile is not None:
                     from growlang.time_model import plan_seconds
 
-                    est = plan_seconds(compiled.plan, profile)
+                    from growlang.time_model import render as render_profile
+
+                    est = plan_seconds(compiled.plan, profile, source)
                     for w in est["warnings"]:
-                        print(f"growlang: warning: {args.profile}: {w}", file=sys.stderr)
+                        print(render_profile(w, source, args.profile), file=sys.stderr)
                     print(time_lines(est, args.profile))
         if not compiled.ok:
             worst = max(worst, EXIT_PROBLEMS)
@@ -193,6 +196,14 @@ def cmd_grow(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    if args.profile and not args.from_runs:
+        print("growlang calibrate: --profile names the profile to refit; give the runs with --from RUN_DIR",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.from_runs and args.quick:
+        print("growlang calibrate: --quick times a smaller grid; --from refits from runs without timing",
+              file=sys.stderr)
+        return EXIT_USAGE
     from growlang.runtime.calibrate import main as calibrate_main  # lazy: torch
 
     return calibrate_main(args)
@@ -244,10 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
     p.add_argument("--out", default="profile.json", metavar="PROFILE.json", help="where to write it (profile.json)")
     p.add_argument("--quick", action="store_true", help="half the shape grid (seconds on a CPU)")
+    p.add_argument("--from", dest="from_runs", nargs="+", metavar="RUN_DIR",
+                   help="refit with the measured stages of these `growlang run` folders instead of timing the grid")
+    p.add_argument("--profile", metavar="PROFILE.json",
+                   help="with --from: the profile whose measurements to refit with (default: --out, if it exists)")
     p.set_defaults(handler=cmd_calibrate)
-    p = sub.add_parser("plot", help="plot loss curves of run directories", **kw)
+    p = sub.add_parser("plot", help="plot loss curves of run directories, or their estimated vs measured time", **kw)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", metavar="PNG")
+    p.add_argument("--out", metavar="PNG", help="the figure (default: <first run>/loss.png, or time.png with --profile)")
+    p.add_argument("--profile", metavar="PROFILE.json",
+                   help="draw each stage's measured seconds against this profile's estimate instead")
     p.set_defaults(handler=cmd_plot)
     return parser
 

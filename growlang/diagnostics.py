@@ -57,6 +57,18 @@ CODES = {
     "W410": "data key the family's objective ignores (`mask` on a causal LM)",
 }
 
+# Problems with a calibration profile, or with the run folders it is refitted from (growlang/
+# time_model.py, growlang/run_times.py): not a schedule's, so docs/time.md lists them, and their
+# goldens are under tests/frontend/golden/profile/.
+PROFILE_CODES = {
+    "E501": "profile unreadable: no such file, not UTF-8, not JSON, or not a JSON object",
+    "E502": "profile field missing or invalid (schema, device, torch, precision, coefficients, measurements)",
+    "E503": "run folder unusable (not a run, no timed steps), or too few measured shapes to fit",
+    "W501": "profile measured with another torch release",
+    "W502": "profile measured on another CPU model",
+    "W503": "profile measured at another precision than the schedule or run trains at",
+}
+
 
 @dataclass(frozen=True, order=True)
 class Span:

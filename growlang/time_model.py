@@ -17,15 +17,54 @@ The coefficients are fitted by non-negative least squares on relative error (`fi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
+from growlang.diagnostics import Diagnostic, Span, error, render_text, warning
+
 SCHEMA = 1
 FEATURES = ("step", "gflop", "narrow", "mparam", "melem")
+NOWHERE = Span(0, 0, 0, 0)  # a profile diagnostic without a line: rendered with the file name alone
 
 
 class ProfileError(ValueError):
-    """A profile that cannot be used: the message names the field and what to do."""
+    """A profile (or a run folder it is refitted from) that cannot be used: one E50x Diagnostic
+    (growlang/diagnostics.py PROFILE_CODES) with the file's text, rendered like a schedule's."""
+
+    def __init__(self, code: str, message: str, hint: str = "", display: str = "", source: str | None = None,
+                 at: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.display, self.source = display, source
+        self.diagnostic = error(code, message, field_span(source, *at) or NOWHERE, hint)
+
+    def render(self) -> str:
+        return render(self.diagnostic, self.source, self.display)
+
+
+def field_span(source: str | None, *keys: str) -> Span | None:
+    """Where `"k1"`, then `"k2"` after it, ... is in a JSON text (the line a problem points at)."""
+    if source is None or not keys:
+        return None
+    at = -1
+    for key in keys:
+        at = source.find(json.dumps(key), at + 1)
+        if at < 0:
+            return None
+    line = source.count("\n", 0, at) + 1
+    col = at - (source.rfind("\n", 0, at) + 1) + 1
+    return Span(line, col, line, col + len(json.dumps(keys[-1])))
+
+
+def render(d: Diagnostic, source: str | None, display: str) -> str:
+    """A profile diagnostic: with the JSON line it is about when there is one, else the file alone."""
+    if source is not None and d.span.line >= 1:
+        return render_text([d], source, display)
+    return "\n".join([f"{d.severity}[{d.code}]: {d.message}", f" --> {display}"]
+                      + ([f"  = help: {d.hint}"] if d.hint else []) + [""])
+
+
+RECALIBRATE = "make one with `growlang calibrate --out PROFILE.json` on the device you train on"
 
 
 @dataclass(frozen=True)
@@ -77,23 +116,49 @@ def fit(rows: list[dict[str, float]], seconds: list[float]) -> dict[str, float]:
     return out
 
 
-def check_profile(profile: object, display: str) -> dict:
-    """The profile's fields, validated; a ProfileError names the first bad one."""
+def check_enough_shapes(rows: list[dict], display: str) -> None:
+    """E503 unless the measurement rows hold at least one distinct step shape per coefficient."""
+    shapes = {tuple(round(r["features"][k], 9) for k in FEATURES) for r in rows}
+    if len(shapes) < len(FEATURES):
+        raise ProfileError("E503", f"{len(shapes)} distinct step shape(s) measured; the cost model has "
+                           f"{len(FEATURES)} coefficients and needs at least {len(FEATURES)}",
+                           "add the grid's measurements (--profile PROFILE.json from `growlang calibrate`) or "
+                           "runs of other shapes", display)
+
+
+def check_profile(profile: object, display: str, source: str | None = None) -> dict:
+    """The profile's fields, validated; a ProfileError (E501, E502) names the first bad one."""
+    def bad(message: str, hint: str, *at: str) -> ProfileError:
+        return ProfileError("E502", f"{display}: {message}", hint, display, source, at)
+
     if not isinstance(profile, dict):
-        raise ProfileError(f"{display}: a profile is a JSON object; make one with `growlang calibrate`")
+        raise ProfileError("E501", f"{display}: a profile is a JSON object, this is a JSON {type(profile).__name__}",
+                           RECALIBRATE, display, source)
     if profile.get("schema") != SCHEMA:
-        raise ProfileError(f"{display}: field 'schema' is {profile.get('schema')!r}, expected {SCHEMA}; "
-                           "recalibrate with this growlang")
+        raise bad(f"field 'schema' is {profile.get('schema')!r}, expected {SCHEMA}",
+                  "the profile was written by another growlang: recalibrate with this one", "schema")
     for key in ("device", "torch", "precision"):
         if not isinstance(profile.get(key), str):
-            raise ProfileError(f"{display}: field {key!r} is missing or not a string")
+            raise bad(f"field {key!r} is missing or not a string", RECALIBRATE, key)
     coef = profile.get("coefficients")
     if not isinstance(coef, dict) or set(coef) != set(FEATURES):
-        raise ProfileError(f"{display}: field 'coefficients' must name exactly {', '.join(FEATURES)}")
+        raise bad(f"field 'coefficients' must name exactly {', '.join(FEATURES)}", RECALIBRATE, "coefficients")
     for k, v in coef.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ProfileError(f"{display}: coefficients.{k} is {v!r}, expected a finite number >= 0")
+            raise bad(f"coefficients.{k} is {v!r}, expected a finite number >= 0",
+                      "a fitted coefficient is never negative: recalibrate, or restore the file", "coefficients", k)
+    for i, m in enumerate(profile.get("measurements", [])):
+        ok = (isinstance(m, dict) and isinstance(m.get("features"), dict) and set(m["features"]) == set(FEATURES)
+              and all(_finite(v) for v in m["features"].values()) and _finite(m.get("seconds"))
+              and m["seconds"] > 0)
+        if not ok:
+            raise bad(f"measurements[{i}] needs `features` ({', '.join(FEATURES)}) and `seconds` > 0",
+                      "calibrate --from refits from these rows: recalibrate, or restore the file", "measurements")
     return profile
+
+
+def _finite(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def stage_step_shape(plan, stage) -> StepShape:
@@ -137,16 +202,28 @@ def stage_seconds(plan, stage, coefficients: dict[str, float]) -> float:
             + evals_in_stage(plan, stage) * predict(coefficients, eval_features(plan, stage)))
 
 
-def load_profile(path: str) -> dict:
-    import json
-
+def read_profile(path: str) -> tuple[dict, str]:
+    """(profile, its text); a ProfileError E501 for a file that is not a JSON object."""
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
+        source = open(path, encoding="utf-8").read()
     except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+        raise ProfileError("E501", f"cannot read profile {path}: {exc.strerror or exc}", RECALIBRATE, path) from None
+    except UnicodeDecodeError:
+        raise ProfileError("E501", f"{path} is not UTF-8 text", "a profile is the JSON `growlang calibrate` writes",
+                           path) from None
+    try:
+        data = json.loads(source)
     except ValueError as exc:
-        raise ProfileError(f"{path}: not JSON ({exc}); make a profile with `growlang calibrate`") from None
-    return check_profile(data, path)
+        span = Span(exc.lineno, exc.colno, exc.lineno, exc.colno + 1) if isinstance(exc, json.JSONDecodeError) else None
+        problem = ProfileError("E501", f"{path} is not JSON ({getattr(exc, 'msg', exc)})", RECALIBRATE, path, source)
+        if span is not None:
+            problem.diagnostic = dataclasses.replace(problem.diagnostic, span=span)
+        raise problem from None
+    return check_profile(data, path, source), source
+
+
+def load_profile(path: str) -> dict:
+    return read_profile(path)[0]
 
 
 def this_machine() -> dict:
@@ -167,28 +244,39 @@ def this_machine() -> dict:
     return {"torch": torch_version, "cpu": cpu}
 
 
-def mismatch_warnings(profile: dict, here: dict | None = None) -> list[str]:
-    """A profile from another torch release or another CPU still estimates, with a warning."""
+def mismatch_warnings(profile: dict, here: dict | None = None, source: str | None = None) -> list[Diagnostic]:
+    """A profile from another torch release (W501) or another CPU (W502) still estimates, with a
+    warning pointing at the profile's field (`source`: its text)."""
     here = this_machine() if here is None else here
     found = []
     if here["torch"] and profile["torch"].split("+")[0] != here["torch"].split("+")[0]:
-        found.append(f"the profile was measured with torch {profile['torch']}, this machine has {here['torch']}: "
-                     "recalibrate (`growlang calibrate`) for estimates you can trust")
+        found.append(warning("W501", f"the profile was measured with torch {profile['torch']}, this machine has "
+                             f"{here['torch']}", field_span(source, "torch") or NOWHERE,
+                             "recalibrate (`growlang calibrate`) for estimates you can trust"))
     if profile.get("device_type") == "cpu" and here["cpu"] and profile["device"] != here["cpu"]:
-        found.append(f"the profile was measured on {profile['device']}, this machine is {here['cpu']}: its "
-                     "estimates are for that machine")
+        found.append(warning("W502", f"the profile was measured on {profile['device']}, this machine is {here['cpu']}",
+                             field_span(source, "device") or NOWHERE,
+                             "its estimates are for that machine: calibrate this one to estimate here"))
     return found
 
 
-def plan_seconds(plan, profile: dict) -> dict:
-    """{"stages": {name: seconds}, "paths": [{"stages": [...], "seconds": s}], "warnings": [...]}."""
+def precision_warning(profile: dict, precision: str, what: str, source: str | None = None) -> list[Diagnostic]:
+    """W503 when `what` (the schedule, a run) trains at another precision than the profile timed;
+    `auto` resolves on the device at run time (runtime/precision.py), so any profile may match it."""
+    if precision == "auto" or profile["precision"] == precision:
+        return []
+    return [warning("W503", f"the profile was measured at precision {profile['precision']}, {what} trains at "
+                    f"{precision}", field_span(source, "precision") or NOWHERE,
+                    f"recalibrate with --precision {precision}")]
+
+
+def plan_seconds(plan, profile: dict, source: str | None = None) -> dict:
+    """{"stages": {name: seconds}, "paths": [{"stages": [...], "seconds": s, ...}], "warnings":
+    [Diagnostic]}; `source`, the profile's text, places the warnings on its lines."""
     coef = profile["coefficients"]
     stages = {s.name: stage_seconds(plan, s, coef) for s in plan.stages}
-    warnings = mismatch_warnings(profile)
-    # `auto` resolves on the device at run time (runtime/precision.py); any profile may match it
-    if plan.train.precision != "auto" and profile["precision"] != plan.train.precision:
-        warnings.append(f"the profile was measured at precision {profile['precision']}, the schedule trains at "
-                        f"{plan.train.precision}: recalibrate with --precision {plan.train.precision}")
+    warnings = (mismatch_warnings(profile, source=source)
+                + precision_warning(profile, plan.train.precision, "the schedule", source))
     paths = []
     for p in plan.paths:
         seconds, baseline = sum(stages[n] for n in p.stages), baseline_seconds(plan, p, coef)

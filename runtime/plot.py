@@ -1,7 +1,10 @@
-"""`growlang plot RUN [RUN ...] [--out PNG]`: eval loss against cumulative FLOPs and wall time.
+"""`growlang plot RUN [RUN ...] [--out PNG] [--profile PROFILE.json]`: eval loss against cumulative
+FLOPs and wall time; with a profile, each stage's measured seconds against the profile's estimate.
 
 Reads each run's metrics.jsonl (runtime/metrics.py) and draws two panels, one line per run (and
-per root-to-leaf path when a run is a tree), with a dotted vertical line at every growth.
+per root-to-leaf path when a run is a tree), with a dotted vertical line at every growth. With
+--profile: one pair of bars per stage (growlang/run_times.py measures, growlang/time_model.py
+estimates the same steps and evaluations), the relative error above each pair.
 """
 
 from __future__ import annotations
@@ -55,11 +58,77 @@ def series(rows: list[dict], path: list[str]):
 
 def main(args) -> int:
     """args.runs: run folders; args.out: the PNG (default <first run>/loss.png). Returns the exit code."""
+    from growlang.time_model import ProfileError
+
     try:
-        return _main(args)
+        return _time_main(args) if getattr(args, "profile", None) else _main(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ProfileError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, out: Path, what: str) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    print(f"wrote {out}: {what}")
+
+
+def _out(args, runs: list[Path], default: str) -> Path:
+    out = Path(args.out) if getattr(args, "out", None) else runs[0] / default
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a .png file name")
+    return out
+
+
+def _time_main(args) -> int:
+    """Estimated against measured seconds per stage, one group of bars per run."""
+    from growlang.run_times import stage_times
+    from growlang.time_model import precision_warning, read_profile, render
+
+    profile, source = read_profile(args.profile)
+    runs = [Path(r) for r in args.runs]
+    measured = []
+    for r in args.runs:
+        plan, times = stage_times(r)
+        for w in precision_warning(profile, plan.train.precision, f"the run {r}", source):
+            print(render(w, source, args.profile), file=sys.stderr)
+        measured += times
+    out = _out(args, runs, "time.png")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(measured) + 2), 4.5))
+    xs = range(len(measured))
+    est = [t.estimate(profile["coefficients"]) for t in measured]
+    ax.bar([x - 0.2 for x in xs], [t.seconds for t in measured], 0.4, label="measured")
+    ax.bar([x + 0.2 for x in xs], est, 0.4, label=f"estimated ({Path(args.profile).name})")
+    for x, t, e in zip(xs, measured, est):
+        ax.annotate(f"{e / t.seconds - 1:+.0%}", (x, max(e, t.seconds)), ha="center", va="bottom", fontsize="small")
+    several = len(runs) > 1
+    ax.set_xticks(list(xs), [(f"{Path(t.run).name}\n" if several else "") + t.stage
+                             + ("" if t.finished else f"\n({t.steps} steps)") for t in measured])
+    ax.set_ylabel("training-loop seconds (steps + evals)")
+    ax.set_title("estimated vs measured time per stage" + ("" if several else f": {runs[0].name}"))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(plt, fig, out, f"estimated vs measured seconds of {len(measured)} stage(s)")
+    return 0
 
 
 def _main(args) -> int:
@@ -67,15 +136,8 @@ def _main(args) -> int:
     if not runs:
         raise UserError("give at least one run folder to plot")
     data = [(r, load_run(r)) for r in runs]
-    out = Path(args.out) if getattr(args, "out", None) else runs[0] / "loss.png"
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a .png file name")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    out = _out(args, runs, "loss.png")
+    plt = _pyplot()
     fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     i = 0
@@ -100,12 +162,5 @@ def _main(args) -> int:
     ax_t.set_title("eval loss vs wall time (dotted: growth)")
     ax_t.legend(fontsize="small")
     fig.tight_layout()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
-    print(out)
+    _save(plt, fig, out, "eval loss against FLOPs and wall time")
     return 0

@@ -63,3 +63,21 @@ def test_metrics_without_evaluations_is_an_error(tmp_path, capsys):
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "stage": "a", "loss": 1.0}) + "\n")
     assert main(Namespace(runs=[str(run)], out=None)) == 1
     assert "no evaluated steps" in capsys.readouterr().err
+
+
+def test_profile_draws_estimated_against_measured_time(tmp_path, capsys):
+    from test_calibrate import fake_run
+
+    from growlang.time_model import FEATURES
+
+    _, run = fake_run(tmp_path / "r")
+    _, partial = fake_run(tmp_path / "p", stop_at=8)
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"schema": 1, "device": "cpu", "torch": "2.13.0", "precision": "fp32",
+                                   "coefficients": dict.fromkeys(FEATURES, 1e-3)}))
+    assert main(Namespace(runs=[str(run), str(partial)], out=None, profile=str(profile))) == 0
+    assert is_png(run / "time.png")
+    assert f"wrote {run / 'time.png'}: estimated vs measured seconds of 4 stage(s)" in capsys.readouterr().out
+    profile.write_text("[]")
+    assert main(Namespace(runs=[str(run)], out=None, profile=str(profile))) == 1
+    assert "error[E501]" in capsys.readouterr().err
