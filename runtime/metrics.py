@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from growlang.render import duration
 
 
 def history_gap(path: Path, recorded_bytes: int) -> str | None:
@@ -133,10 +136,15 @@ def human(n: float) -> str:
 class Progress:
     """A tqdm bar on stderr when it is a terminal; otherwise one compact line per log step."""
 
-    def __init__(self, stage: str, total: int, start: int, log_every: int):
+    def __init__(self, stage: str, total: int, start: int, log_every: int, flops_per_step: float = 0.0,
+                 later_flops: float = 0.0):
+        """`flops_per_step` (this stage's) and `later_flops` (the plan's FLOPs of the stages still to
+        run after it) give the whole-run ETA: remaining FLOPs at the FLOP/s measured now."""
         self.stage, self.total, self.log_every = stage, total, max(1, log_every)
+        self.flops_per_step, self.later_flops = flops_per_step, later_flops
         self.tty = sys.stderr.isatty()
         self.speed: dict | None = None
+        self.started, self.start = time.perf_counter(), start
         self.bar = tqdm(total=total, initial=start, desc=stage, unit="step", file=sys.stderr,
                         dynamic_ncols=True, leave=True) if self.tty else None
 
@@ -151,14 +159,30 @@ class Progress:
             if eval_loss is not None:
                 post["eval"] = f"{eval_loss:.3f}"
             if self.speed:
+                post["tok/s"] = human(self.speed["tokens_per_s"])
                 post["MFU"] = f"{self.speed['mfu']:.1%}"
+                post["run ETA"] = duration(self.run_eta(stage_step))
             self.bar.set_postfix(post, refresh=False)
         elif stage_step % self.log_every == 0 or stage_step == self.total or eval_loss is not None:
             extra = "" if eval_loss is None else f" eval {eval_loss:.4f}"
             if self.speed:
-                extra += f" {self.speed['flops_per_s'] / 1e9:.3g} GFLOP/s MFU {self.speed['mfu']:.1%}"
+                extra += (f" | {human(self.speed['tokens_per_s'])} tok/s {self.speed['flops_per_s'] / 1e9:.3g} GFLOP/s "
+                          f"MFU {self.speed['mfu']:.1%}")
+            elapsed = time.perf_counter() - self.started
+            done = stage_step - self.start
+            extra += f" | {duration(elapsed)} elapsed"
+            if 0 < done and stage_step < self.total:
+                extra += f", stage ETA {duration(elapsed / done * (self.total - stage_step))}"
+            if self.speed and (stage_step < self.total or self.later_flops):
+                extra += f", run ETA {duration(self.run_eta(stage_step))}"
             print(f"[{self.stage}] step {stage_step}/{self.total} loss {loss:.4f} lr {lr:.2e}{extra}",
                   file=sys.stderr, flush=True)
+
+    def run_eta(self, stage_step: int) -> float:
+        """Seconds to the end of the run: the plan's remaining FLOPs at the measured FLOP/s (train
+        steps only; evaluations, growths and exports add to it)."""
+        remaining = (self.total - stage_step) * self.flops_per_step + self.later_flops
+        return remaining / max(self.speed["flops_per_s"], 1e-9)
 
     def close(self) -> None:
         if self.bar is not None:

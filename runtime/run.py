@@ -240,6 +240,10 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
                                    for name, model in models.items())
     (out / "summary.txt").write_text(table + "\n")
     print(table)
+    auto = "AutoModelForCausalLM" if objective == "clm" else "AutoModelForMaskedLM"
+    for folder in leaf_folders(plan, out):
+        print(f"model written to {folder} ({auto}.from_pretrained loads it); metrics in {out / 'metrics.jsonl'}",
+              file=sys.stderr)
     return EXIT_OK
 
 

@@ -229,7 +229,9 @@ class Trainer:
         summary = self.summaries[s.name]
         if self.par.is_main:
             announce_stage(s, self.stage_step)
-        progress = Progress(s.name, s.steps, self.stage_step, t.log_every) if self.par.is_main else NullProgress()
+        later = sum(st.cost.flops for st in self.plan.stages[self.stage_index + 1:])  # trained in plan order
+        progress = (Progress(s.name, s.steps, self.stage_step, t.log_every, s.cost.flops_per_seq * s.batch, later)
+                    if self.par.is_main else NullProgress())
         flops = s.cost.flops_per_seq * s.batch  # per step, as the plan counts them (accounting)
         window_t, window_tokens, window_steps = 0.0, 0, 0  # training steps since the last record, timed
         try:

@@ -33,9 +33,19 @@ def test_summaries_of_older_checkpoints_still_load():
 def test_progress_line_shows_mfu(capsys):
     p = Progress("1", 4, 0, 2)
     p.update(1, 6.0, 1e-3)
-    p.update(2, 5.9, 1e-3, speed={"flops_per_s": 4.2e10, "mfu": 0.42})
+    p.update(2, 5.9, 1e-3, speed={"flops_per_s": 4.2e10, "mfu": 0.42, "tokens_per_s": 1500.0})
     err = capsys.readouterr().err
     assert "42 GFLOP/s MFU 42.0%" in err and err.count("\n") == 1
+
+
+def test_progress_line_shows_speed_elapsed_and_etas(capsys):
+    """Issue 12 item 15: tokens/s, elapsed, stage ETA and whole-run ETA (the plan's remaining FLOPs
+    at the measured FLOP/s) without a terminal too."""
+    p = Progress("1", 4, 0, 2, flops_per_step=1e9, later_flops=8e9)
+    p.update(2, 5.9, 1e-3, speed={"flops_per_s": 1e9, "mfu": 0.5, "tokens_per_s": 1500.0})
+    err = capsys.readouterr().err
+    # 2 steps left here (2e9 FLOPs) + 8e9 later = 10 s at 1 GFLOP/s
+    assert "1.5k tok/s" in err and "elapsed, stage ETA" in err and "run ETA 10s" in err
 
 
 def test_ceiling_is_measured_once_and_cached(tmp_path, monkeypatch):

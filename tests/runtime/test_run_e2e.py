@@ -81,6 +81,19 @@ def test_final_loads_in_transformers_with_same_logits(finished):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_cli_run_says_where_the_model_is(tmp_path, corpus):
+    import subprocess
+    import sys
+
+    grow = tmp_path / "t.grow"
+    grow.write_text(f'model bert {{ vocab=300 head_dim=16 max_len=32 }}\ndata {{ corpus="{corpus}" holdout=0.1 }}\n'
+                    'train { batch=4 }\nstage 1: depth=1 width=32 len=32 steps=2\n')
+    r = subprocess.run([sys.executable, "-m", "growlang", "run", str(grow), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"model written to {tmp_path / 'o' / 'final'} (AutoModelForMaskedLM" in r.stderr
+
+
 def test_exported_tokenizer_is_bounded_by_the_model(finished):
     """Issue 12 item 1: model_max_length = the position table, so truncation=True cuts to it."""
     from transformers import AutoTokenizer
