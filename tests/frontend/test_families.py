@@ -4,6 +4,8 @@ decoder formulas (docs/language.md "Families"; growlang/accounting.py)."""
 import dataclasses
 import math
 
+from pathlib import Path
+
 import pytest
 
 from growlang.accounting import decoder_forward_flops, param_count, reading, stage_cost, steps_for_tokens
@@ -117,8 +119,9 @@ def test_middle_refuses_more_than_doubling_and_zero_is_exact_for_prenorm_familie
 
 
 def test_language_md_lists_every_family_and_code():
-    from conftest import ROOT
     from growlang.diagnostics import CODES
+
+    ROOT = Path(__file__).resolve().parents[2]
 
     doc = (ROOT / "docs" / "language.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}

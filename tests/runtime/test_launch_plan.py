@@ -21,7 +21,7 @@ def test_launcher_hands_its_plan_to_every_rank(monkeypatch):
     class Done:
         returncode = 0
 
-        def __init__(self, argv, env):
+        def __init__(self, argv, env, **popen_options):
             envs.append(env)
 
         def poll(self):
