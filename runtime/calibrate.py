@@ -24,7 +24,7 @@ import torch
 from growlang.compiler import compile_text
 from growlang.families import FAMILIES
 from growlang.runtime.data import Specials, TokenStream
-from growlang.runtime.errors import UserError
+from growlang.runtime.errors import UserError, exit_code_of
 from growlang.runtime.metrics import MetricsLog
 from growlang.runtime.precision import resolve as resolve_precision
 from growlang.runtime.run import resolve_device
@@ -178,19 +178,16 @@ def write_profile(profile: dict, out: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        out = Path(args.out)
-        if out.is_dir():
-            raise UserError(f"--out {out} is a folder; name the profile file, e.g. {out / 'profile.json'}")
-        if getattr(args, "from_runs", None):
-            return main_from(args, out)
-        profile = calibrate(args.device, args.precision, args.quick, progress=lambda m: print(m, flush=True))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ProfileError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
+    return exit_code_of(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the profile file, e.g. {out / 'profile.json'}")
+    if getattr(args, "from_runs", None):
+        return main_from(args, out)
+    profile = calibrate(args.device, args.precision, args.quick, progress=lambda m: print(m, flush=True))
     write_profile(profile, out)
     f = profile["fit"]
     print(f"{out}: {profile['device']}, torch {profile['torch']}, {profile['precision']}, "

@@ -58,16 +58,9 @@ def series(rows: list[dict], path: list[str]):
 
 def main(args) -> int:
     """args.runs: run folders; args.out: the PNG (default <first run>/loss.png). Returns the exit code."""
-    from growlang.time_model import ProfileError
+    from growlang.runtime.errors import exit_code_of
 
-    try:
-        return _time_main(args) if getattr(args, "profile", None) else _main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ProfileError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
+    return exit_code_of(lambda: _time_main(args) if getattr(args, "profile", None) else _main(args))
 
 
 def _pyplot():
