@@ -25,6 +25,11 @@ def deferred_interrupt(what: str):
     if previous in (signal.SIG_IGN, None):  # ignored, or installed outside Python: leave it alone
         yield
         return
+    if isinstance(getattr(previous, "__self__", None), StopRequest):
+        # training's handler already lets the write finish (the first Ctrl-C only asks to stop
+        # after the step) and a second one raises at once, which abandons the write
+        yield
+        return
     pending: list[int] = []
 
     def handler(signum, frame):

@@ -51,6 +51,7 @@ class Trainer:
         self.plan, self.out, self.stream, self.eval_set = plan, out, stream, eval_set
         self.device, self.log, self.stop_after_steps = device, log, stop_after_steps
         self.stop = stop  # a runtime/signals.py StopRequest, or None
+        self.stop_agreed = False  # some rank got a stop signal by the last step's all-reduce
         self.par = parallel or Parallel(device=device)  # ranks: runtime/distributed.py
         self.ckdir = out / "checkpoints"
         self.schedules = stage_schedules(plan)
@@ -210,7 +211,11 @@ class Trainer:
                     loss = self.loss_fn(ids, pos, tgt, s.reading.pool, s.reading.encoder_len) * (ids.shape[0] / rows)
                 total += loss.detach()
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-        value = float(self.par.mean(total))  # DDP averaged the gradients; log the same mean
+        # one all-reduce: the loss mean (DDP averaged the gradients; log the same mean) and whether
+        # any rank got Ctrl-C / SIGTERM (runtime/signals.py), so all ranks stop after the same step
+        flag = torch.tensor(1.0 if self.stop is not None and self.stop.received else 0.0, device=self.device)
+        reduced = self.par.mean(torch.stack([total, flag]))
+        value, self.stop_agreed = float(reduced[0]), float(reduced[1]) > 0
         if not math.isfinite(value):
             raise NonFiniteLoss(s.name, self.stage_step + 1, g + 1, value)
         if self.scaler is not None:
@@ -281,7 +286,9 @@ class Trainer:
                 elif t.checkpoint_every > 0 and g % t.checkpoint_every == 0:
                     self.save("periodic")
                 self.steps_this_process += 1
-                if self.stop_requested():  # Ctrl-C / SIGTERM: this step is done, keep it
+                last_of_run = end and self.stage_index == len(self.plan.stages) - 1
+                stop = self.stop_agreed if self.par.active else bool(self.stop and self.stop.received)
+                if stop and not last_of_run:  # Ctrl-C / SIGTERM: this step is done, keep it
                     if not end and not (t.checkpoint_every > 0 and g % t.checkpoint_every == 0):
                         self.save("periodic")
                     raise Stopped(self.stop.received or "a signal on another rank")
@@ -289,12 +296,6 @@ class Trainer:
                     raise Stopped(f"stopped after {self.steps_this_process} steps")
         finally:
             progress.close()
-
-    def stop_requested(self) -> bool:
-        """Whether a rank received Ctrl-C or SIGTERM (runtime/signals.py StopRequest): ranks agree
-        through one all-reduce per step, so all stop after the same step."""
-        flag = torch.tensor(1.0 if self.stop is not None and self.stop.received else 0.0, device=self.device)
-        return bool(float(self.par.mean(flag)) > 0)
 
     def log_compile(self, seconds: float) -> None:
         """The first step after a compiled build: its wall time is the compile (forward and backward
