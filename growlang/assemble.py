@@ -8,6 +8,7 @@ from growlang.checks import CheckedSchedule
 from growlang.families import family
 from growlang.family_checks import data_defaults_hidden, model_defaults_used
 from growlang.plan import PathCost, Plan, StagePlan, TrainSpec
+from growlang.stage_checks import stage_reading, stage_steps
 
 # BERT's warm-up was 10k of 1M steps: 1% of the longest path's steps when none is written.
 WARMUP_SHARE = 0.01
@@ -39,9 +40,8 @@ def assemble(checked: CheckedSchedule) -> Plan:
     for name in c.order:
         block, shape = c.blocks[name], c.shapes[name]
         batch = block.batch or t.batch
-        read = accounting.reading(shape.len, *c.reads[name], c.data.mask, family(c.model.family).objective)
-        steps = block.steps or accounting.steps_for_tokens(block.tokens, batch,
-                                                            accounting.tokens_per_sequence(c.model, read))
+        read = stage_reading(shape, c.reads[name], c.model, c.data.mask)
+        steps = stage_steps(block, read, c.model, batch)
         cost = accounting.stage_cost(c.model, shape, read, batch=batch, steps=steps, precision=t.precision)
         stages[name] = StagePlan(name, c.parents[name], shape, steps, batch, min(micro, batch), block.lr or t.lr,
                                  read, cost, c.lines[name])

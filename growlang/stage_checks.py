@@ -16,12 +16,16 @@ def _setting_span(block_syntax, key):
     return next((s.value.span for s in block_syntax.settings if s.key == key), block_syntax.span)
 
 
-def stage_steps(block: StageBlock, shape: Shape, read_len_pool: tuple[int, int], spec: ModelSpec,
-                batch: int, mask: float) -> int:
-    """A stage's step count as assemble resolves it (`steps=`, or `tokens=` through accounting)."""
+def stage_reading(shape: Shape, read_len_pool: tuple[int, int], spec: ModelSpec, mask: float):
+    """How a stage reads its sequences (accounting.Reading), from the checks' (read_len, pool)."""
+    return accounting.reading(shape.len, *read_len_pool, mask, family(spec.family).objective)
+
+
+def stage_steps(block: StageBlock, read, spec: ModelSpec, batch: int) -> int:
+    """A stage's step count: `steps=`, or `tokens=` through accounting. The one rule; assemble and
+    the budget checks both read it."""
     if block.steps is not None:
         return block.steps
-    read = accounting.reading(shape.len, *read_len_pool, mask, family(spec.family).objective)
     return accounting.steps_for_tokens(block.tokens, batch, accounting.tokens_per_sequence(spec, read))
 
 
@@ -43,7 +47,7 @@ def budget_checks(order, parents, stage_blocks, shapes, reads, spec: ModelSpec, 
             found.append(error("E208", f"stage `{name}` has `batch` {batch}, not a multiple of `micro_batch` "
                                        f"{train.micro_batch}", value_spans(st)["batch"],
                                f"use a multiple of {train.micro_batch}, or change `train {{ micro_batch }}`"))
-        steps[name] = stage_steps(block, shapes[name], reads[name], spec, batch, mask)
+        steps[name] = stage_steps(block, stage_reading(shapes[name], reads[name], spec, mask), spec, batch)
         if policy == "restart" and train.warmup is not None and train.warmup > steps[name]:
             # restart warms every stage over min(warmup, steps) (runtime/lr_schedule.py)
             found.append(warning("W214", f"`warmup` ({train.warmup} steps) is longer than stage `{name}` "
