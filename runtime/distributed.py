@@ -311,13 +311,67 @@ def _free_port() -> int:
 # A rank started by `launch` reads the parent's Plan (JSON) from this variable instead of
 # compiling the schedule again.
 PLAN_ENV = "GROWLANG_PLAN_JSON"
+INTERRUPTED = 130  # a rank's exit code after a stop request (cli.RUN_EPILOG)
+KILL_AFTER_S = 30  # a rank that ignores SIGTERM this long after another failed is killed
+# Signals on the launcher and what the ranks get instead: a closed terminal or a dropped ssh
+# session (SIGHUP) stops the ranks like SIGTERM, which signals.StopRequest handles.
+FORWARDED = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
+
+
+def _die_with_parent():
+    """A preexec_fn making the rank receive SIGTERM when the launcher dies without forwarding
+    anything (SIGKILL, OOM killer), or None where that is not available (not Linux, no libc).
+
+    prctl(PR_SET_PDEATHSIG) (man 2 prctl) fires when the thread that forked the child exits, so
+    `launch` must run in a thread that lives as long as the launcher (the main thread does).
+    preexec_fn runs Python between fork and exec, which the subprocess docs warn can deadlock if
+    the parent has other threads (a lock held by one of them at the fork stays held in the child):
+    so ctypes and libc are loaded here, in the parent, and the child imports nothing and makes
+    only the prctl and getppid calls. The launcher itself starts no threads."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, parent = 1, os.getpid()  # <linux/prctl.h>
+
+    def preexec():
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _failed(code: int | None, sent: list[int]) -> bool:
+    """Whether a rank's exit code means it will not take part in the others' collectives.
+    After a forwarded signal, 0 (the run finished) and 130 (stopped after a checkpoint) are how a
+    rank answers it; anything else fails, also death by the signal we sent (a rank that had not
+    installed its handler yet): the others would wait for it in their last all-reduce forever."""
+    if code is None or code == 0:
+        return False
+    return not (sent and code == INTERRUPTED)
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def launch(nproc: int, argv: list[str], plan=None) -> int:
     """`growlang run --nproc N`: run `python -m growlang *argv` N times on this machine with the
     variables torchrun --standalone would set, and `plan` (compiled once, by the parent) in
-    PLAN_ENV. The first rank to fail stops the others; the exit code is that rank's (0 when all
-    succeed)."""
+    PLAN_ENV. The first rank to fail stops the others, also after a forwarded signal; the exit
+    code is that rank's (130 if it died of the signal we forwarded), else 130 if a signal stopped
+    the ranks, else 0. SIGINT, SIGTERM and SIGHUP (as SIGTERM) on the launcher are forwarded to
+    every rank; on Linux a rank gets SIGTERM when the launcher dies without forwarding."""
     if nproc < 1:
         print(f"growlang: --nproc must be at least 1, not {nproc}", file=sys.stderr)
         return 2
@@ -329,7 +383,8 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
             return 1
     shared = json.dumps(plan.to_dict()) if plan is not None else None
     port, threads = _free_port(), max(1, (os.cpu_count() or 1) // nproc)
-    procs = []
+    preexec = _die_with_parent()
+    procs, sent = [], []
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
                "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
@@ -338,28 +393,30 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
             env[PLAN_ENV] = shared
         env.setdefault("OMP_NUM_THREADS", str(threads))  # N processes must not each use every core
         # own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once
-        procs.append(subprocess.Popen([sys.executable, "-m", "growlang", *argv], env=env, start_new_session=True))
-    first, stopping, forwarded = 0, None, []
+        procs.append(subprocess.Popen([sys.executable, "-m", "growlang", *argv], env=env, start_new_session=True,
+                                      **({"preexec_fn": preexec} if preexec else {})))
 
-    def forward(signum, frame):  # Ctrl-C / SIGTERM on the launcher: every rank gets it (signals.StopRequest)
-        forwarded.append(signum)
+    def forward(signum, frame):  # every rank gets it once (signals.StopRequest)
+        sent.append(FORWARDED[signum])
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signum)
+                p.send_signal(FORWARDED[signum])
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    failed, stopping = None, None
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-            if forwarded:  # the ranks are stopping together after a checkpoint: wait for them
-                pass
-            elif failed and not first:
-                first, stopping = failed[0], time.monotonic()
-                for p in procs:  # the rest would wait for the failed rank forever
-                    if p.poll() is None:
-                        p.terminate()
-            elif stopping is not None and time.monotonic() - stopping > 30:
-                for p in procs:  # SIGTERM was not enough
+        while any([p.poll() is None for p in procs]):  # a list: poll every rank, not up to the first running one
+            if failed is None:
+                failed = next((r for r, p in enumerate(procs) if _failed(p.returncode, sent)), None)
+                if failed is not None:  # the rest would wait for the failed rank forever
+                    stopping = time.monotonic()
+                    print(f"growlang: rank {failed} {_describe(procs[failed].returncode)}; "
+                          "stopping the other ranks", file=sys.stderr)
+                    for p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+            elif time.monotonic() - stopping > KILL_AFTER_S:
+                for p in procs:  # SIGTERM was not enough (a rank stuck in a collective, or stopping already)
                     if p.poll() is None:
                         p.kill()
             time.sleep(0.1)
@@ -367,9 +424,11 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
         for sig, old in previous.items():
             signal.signal(sig, old)
     codes = [p.returncode for p in procs]
-    if forwarded:
-        return 130 if all(c in (0, 130) for c in codes) else next(c for c in codes if c not in (0, 130))
-    return first or next((c for c in codes if c), 0)
+    if failed is None:
+        failed = next((r for r, c in enumerate(codes) if _failed(c, sent)), None)
+    if failed is not None:
+        return INTERRUPTED if -codes[failed] in sent else codes[failed]
+    return INTERRUPTED if INTERRUPTED in codes else 0
 
 
 class NullProgress:
