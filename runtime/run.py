@@ -191,7 +191,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     stream = TokenStream(data.train_ids, plan.train.seed, data.specials, identity=data.digest,
                          objective=objective).shard(par.rank, par.world_size)
     evals = eval_batches(data.eval_ids, plan.train.eval_batches, micro, plan.eval_len, plan.data.mask,
-                         plan.train.seed, data.specials, objective)
+                         data.specials, objective)
     if par.is_main:
         _write_json(out / "plan.json", plan.to_dict())
 

@@ -105,8 +105,8 @@ def test_micro_batches_split_the_batch():
 
 
 def test_eval_batches_are_fixed():
-    a = eval_batches(IDS, 3, 4, 64, 0.15, seed=0, specials=SP)
-    b = eval_batches(IDS, 3, 4, 64, 0.15, seed=0, specials=SP)
+    a = eval_batches(IDS, 3, 4, 64, 0.15, specials=SP)
+    b = eval_batches(IDS, 3, 4, 64, 0.15, specials=SP)
     assert len(a) == 3 and all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
     assert not torch.equal(a[0].input_ids, a[1].input_ids)
 
@@ -188,7 +188,7 @@ def test_causal_batches_shard_like_masked_ones():
 
 
 def test_causal_eval_batches_and_enough_tokens():
-    a = eval_batches(IDS, 2, 3, 32, 0.15, seed=0, specials=SP, objective="clm")
+    a = eval_batches(IDS, 2, 3, 32, 0.15, specials=SP, objective="clm")
     assert a[0].input_ids.shape == (3, 32) and a[1].targets.shape == (3, 32)
     assert torch.equal(a[1].input_ids[0], torch.from_numpy(IDS[3 * 33: 3 * 33 + 32].astype(np.int64)))
     check_enough(10 * 33, 10, 33, "builtin", objective="clm")
