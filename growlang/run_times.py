@@ -7,6 +7,12 @@ one at every evaluation and at the stage's end, so a stage's measured seconds ar
 record's `time` minus its parent's final one, over its last record's `stage_step` steps and the
 evaluations recorded among them. A partial stage (a run stopped or still going) counts the steps
 it recorded.
+
+With `train { compile=on }` the first step after each build traces and compiles; the trainer
+writes its wall time as a `compile` record and counts it in `time`. The cost model fits training
+steps only, so a stage's measured seconds leave those records' seconds out, and the compiled
+steps with them (their own compute is in the compile record, as in the trainer's FLOP/s); both
+stay available as `compile_seconds` and `compiled_steps`.
 """
 
 from __future__ import annotations
@@ -24,20 +30,28 @@ HINT = "pass the --out folder of a `growlang run` (it holds plan.json and metric
 class StageTime:
     run: str  # the run folder, as given
     stage: str
-    steps: int  # optimizer steps measured: all the stage's when `finished`
+    steps: int  # optimizer steps recorded: all the stage's when `finished`
     evals: int  # evaluations among them
-    seconds: float  # measured: the steps and the evaluations
+    seconds: float  # measured: the timed steps and the evaluations, no compile
     finished: bool
-    features: dict[str, float]  # of those steps and evaluations, per step (cost-model rows)
+    features: dict[str, float]  # of the timed steps and the evaluations, per timed step (cost-model rows)
+    compile_seconds: float = 0.0  # the stage's `compile` records, left out of `seconds`
+    compiled_steps: int = 0  # the steps those records timed, left out of `timed_steps`
+
+    @property
+    def timed_steps(self) -> int:
+        """The steps `seconds` measured: the recorded ones less the compiled ones."""
+        return self.steps - self.compiled_steps
 
     def estimate(self, coefficients: dict[str, float]) -> float:
-        """The cost model's seconds for the same steps and evaluations."""
-        return predict(coefficients, self.features) * self.steps
+        """The cost model's seconds for the same timed steps and evaluations."""
+        return predict(coefficients, self.features) * self.timed_steps
 
     def row(self) -> dict:
         """A profile measurement: per-step features and seconds, comparable with the grid's."""
-        return {"source": "run", "run": self.run, "stage": self.stage, "steps": self.steps, "evals": self.evals,
-                "finished": self.finished, "features": self.features, "seconds": self.seconds / self.steps}
+        return {"source": "run", "run": self.run, "stage": self.stage, "steps": self.timed_steps,
+                "evals": self.evals, "finished": self.finished, "features": self.features,
+                "seconds": self.seconds / self.timed_steps}
 
 
 def _unusable(folder: str, message: str, hint: str = HINT) -> ProfileError:
@@ -45,7 +59,8 @@ def _unusable(folder: str, message: str, hint: str = HINT) -> ProfileError:
 
 
 def read_run(folder: str):
-    """(Plan, train records) of a run folder; E503 for anything that is not a run with timed steps."""
+    """(Plan, train records, compile records) of a run folder; E503 for anything that is not a run
+    with timed steps."""
     from growlang.plan import Plan
 
     root = Path(folder)
@@ -78,12 +93,17 @@ def read_run(folder: str):
             not isinstance(r.get("stage"), str) for r in train):
         raise _unusable(folder, f"{path}: train records lack `time` or `stage_step`",
                         "it was written by an older growlang: rerun the schedule with this one")
-    return plan, train
+    compiled = [r for r in rows if isinstance(r, dict) and r.get("kind") == "compile"]
+    if any(not isinstance(r.get(k), (int, float)) for r in compiled for k in ("seconds", "step")) or any(
+            not isinstance(r.get("stage"), str) for r in compiled):
+        raise _unusable(folder, f"{path}: compile records lack `seconds`, `step` or `stage`",
+                        "it was written by an older growlang: rerun the schedule with this one")
+    return plan, train, compiled
 
 
 def stage_times(folder: str) -> tuple[object, list[StageTime]]:
     """(Plan, each stage's measured time) of a run folder, stages in plan order, the untrained left out."""
-    plan, train = read_run(folder)
+    plan, train, compiled = read_run(folder)
     names = {s.name for s in plan.stages}
     by_stage: dict[str, list[dict]] = {}
     for r in train:
@@ -104,13 +124,17 @@ def stage_times(folder: str) -> tuple[object, list[StageTime]]:
             start = max(parent, key=lambda r: r["stage_step"])["time"]
         last = rows[-1]
         steps, evals = int(last["stage_step"]), sum(r.get("eval_loss") is not None for r in rows)
-        seconds = last["time"] - start
-        if steps <= 0 or seconds <= 0:
+        # the compiles counted in `last["time"]`: a stopped run may have compiled after its last record
+        mine = [r for r in compiled if r["stage"] == s.name and r["step"] <= last.get("step", float("inf"))]
+        compile_seconds = sum(r["seconds"] for r in mine)
+        seconds, timed = last["time"] - start - compile_seconds, steps - len(mine)
+        if timed <= 0 or seconds <= 0:
             continue
         step = features(stage_step_shape(plan, s))
         ev = eval_features(plan, s)
-        feats = {k: (steps * step[k] + evals * ev[k]) / steps for k in FEATURES}
-        out.append(StageTime(folder, s.name, steps, evals, seconds, steps == s.steps, feats))
+        feats = {k: (timed * step[k] + evals * ev[k]) / timed for k in FEATURES}
+        out.append(StageTime(folder, s.name, steps, evals, seconds, steps == s.steps, feats,
+                             compile_seconds, len(mine)))
     if not out:
         raise _unusable(folder, f"{folder}/metrics.jsonl has no stage with a timed step",
                         "let the run train past its first log_every steps, or pass another run")
