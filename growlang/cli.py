@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 EXIT_OK = 0  # valid (warnings allowed)
@@ -269,9 +271,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def ignore_interrupts() -> None:
+    """Ctrl-C from now on does nothing. For a process whose work is done: a SIGINT during Python's
+    teardown (thread joins, atexit handlers such as the process group's) would print a
+    KeyboardInterrupt traceback or end the process by SIGINT (exit -2) instead of with its code.
+    SIGTERM and SIGQUIT (Ctrl-\\) still end a teardown that hangs."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread sets handlers (and only its program's main() ends the process)
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:  # one that landed just before: the work is still done
+            continue
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    """The `growlang` command; `argv` None means this process's own command line (the console
+    script, `python -m growlang`), and then Ctrl-C is ignored once the command is over, so the
+    exit code is the command's (130 for a Ctrl-C during it) and no traceback follows."""
     try:
+        return _main(argv)
+    finally:
+        if argv is None:  # the program, not a test or script calling main([...]) in its process
+            ignore_interrupts()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)  # exits 2 on usage errors
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
