@@ -3,11 +3,15 @@
 Encoders (masked LM, runtime/model.py):
 - `bert` exports as transformers' BertForMaskedLM (same modules, post-LN).
 - `bert-preln` exports as RobertaPreLayerNormForMaskedLM: pre-LN layers, final LayerNorm, same
-  MLM head. RoBERTa numbers positions from padding_idx+1 and gives padding tokens position
-  padding_idx (`create_position_ids_from_input_ids`). Shifting the table would still misplace
-  any real token equal to the pad id, so we export pad_token_id = -1: no token is padding, the
-  position ids are cumsum(1) - 1 = 0..T-1, exactly ours, with the table unshifted (transformers'
-  warning about the out-of-vocabulary pad id is harmless here; export silences it).
+  MLM head. pad_token_id is the tokenizer's pad id (the builtin WordPiece's [PAD], 0). RoBERTa
+  numbers a sequence's tokens from padding_idx+1 and gives padding tokens position padding_idx
+  (`create_position_ids_from_input_ids`), so the HF position table is ours after
+  `position_offset` = pad_token_id + 1 zero rows (max_position_embeddings = max_len + offset):
+  token t of an unpadded (packed, as growlang trains) or right- or left-padded row reads our row
+  t. Row pad_token_id is what pad tokens get; the attention mask hides them. Without a pad token
+  the export keeps pad_token_id = -1 (offset 0, the table unshifted), which growlang wrote before
+  issue 12 item 17 and still reads; its padding_idx is the last row of both tables, frozen in
+  fine-tuning, and transformers warns about it on every load.
 Decoders (causal LM, runtime/decoder.py):
 - `gpt2` exports as GPT2LMHeadModel. GPT-2's Conv1D stores a weight as (in, out), nn.Linear as
   (out, in): transposed both ways; `c_attn` packs the q, k, v projections (concatenated outputs).
@@ -35,10 +39,11 @@ from growlang.families import FAMILIES
 from growlang.runtime.architectures import ModelConfig, build, param_roles
 from growlang.runtime.decoder import DecoderConfig
 from growlang.runtime.errors import UserError
-from growlang.runtime.hf_configs import NEEDS, TOKEN_IDS, hf_config, read_config, read_json, token_ids
+from growlang.runtime.hf_configs import (NEEDS, TOKEN_IDS, hf_config, position_offset, read_config, read_json,
+                                         token_ids)
 
 __all__ = ["LAYOUTS", "NEEDS", "TOKEN_IDS", "export_hf", "from_hf", "hf_config", "hf_names", "import_hf", "links",
-           "read_config", "read_json", "to_hf", "token_ids"]  # the config half lives in hf_configs
+           "position_offset", "read_config", "read_json", "to_hf", "token_ids"]  # the config half lives in hf_configs
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,16 @@ class Layout:
     base: str  # the body's attribute: a checkpoint of the bare body (GPT2Model, BertModel) lacks it
     modules: dict[str, str]  # runtime module ("layers.{i}." for layer i) -> HF module
     conv1d: frozenset[str] = frozenset()  # HF modules that store weights (in, out): GPT-2's Conv1D
+    roberta_positions: str | None = None  # the HF position table numbered from padding_idx+1 (RoBERTa)
 
 
 def _layout(base: str, body: dict, layers: str, layer: dict, head: dict,
-            conv1d: tuple[str, ...] = ()) -> Layout:
+            conv1d: tuple[str, ...] = (), roberta_positions: str | None = None) -> Layout:
     modules = {k: f"{base}.{v}" for k, v in body.items()}
     modules.update({f"layers.{{i}}.{k}": f"{base}.{layers}.{{i}}.{v}" for k, v in layer.items()})
     modules.update(head)
-    return Layout(base, modules, frozenset(f"{base}.{layers}.{{i}}.{layer[k]}" for k in conv1d))
+    return Layout(base, modules, frozenset(f"{base}.{layers}.{{i}}.{layer[k]}" for k in conv1d),
+                  modules[roberta_positions] if roberta_positions else None)
 
 
 _BERT_EMB = {"emb.word": "embeddings.word_embeddings", "emb.pos": "embeddings.position_embeddings",
@@ -70,7 +77,8 @@ LAYOUTS = {
     "bert-preln": _layout("roberta_prelayernorm", {**_BERT_EMB, "final_ln": "LayerNorm"},
                           "encoder.layer",
                           {**_BERT_LAYER, "attn_ln": "attention.LayerNorm", "ffn_ln": "intermediate.LayerNorm"},
-                          {"head.dense": "lm_head.dense", "head.ln": "lm_head.layer_norm", "head": "lm_head"}),
+                          {"head.dense": "lm_head.dense", "head.ln": "lm_head.layer_norm", "head": "lm_head"},
+                          roberta_positions="emb.pos"),
     "gpt2": _layout("transformer", {"emb.word": "wte", "emb.pos": "wpe", "final_norm": "ln_f"}, "h",
                     {"attn_norm": "ln_1", "attn.q": "attn.c_attn", "attn.k": "attn.c_attn", "attn.v": "attn.c_attn",
                      "attn.o": "attn.c_proj", "mlp_norm": "ln_2", "mlp.up": "mlp.c_fc", "mlp.down": "mlp.c_proj"},
@@ -90,13 +98,17 @@ class Link(NamedTuple):
     hf: str
     parts: tuple[str, ...]  # concatenated along their first (output) axis: GPT-2's c_attn holds q, k, v
     conv1d: bool  # stored transposed, (in, out)
+    offset: int = 0  # HF rows before the runtime's first (RoBERTa's position table: position_offset)
 
 
-def links(cfg: ModelConfig) -> list[Link]:
-    """Every HF tensor of `cfg`'s transformers class that holds runtime parameters."""
+def links(cfg: ModelConfig, offset: int = 0) -> list[Link]:
+    """Every HF tensor of `cfg`'s transformers class that holds runtime parameters; `offset` is
+    `position_offset` of the HF config (rows of the RoBERTa position table before position 0)."""
     layout = LAYOUTS[cfg.family]
+    if offset and layout.roberta_positions is None:
+        raise ValueError(f"{cfg.family}'s position table is numbered from 0; it has no offset")
     parts: dict[str, list[str]] = {}
-    conv1d = set()
+    conv1d, shifted = set(), set()
     for name, role in param_roles(cfg).items():
         module, _, leaf = name.rpartition(".")
         key = module if role.layer is None else module.replace(f"layers.{role.layer}.", "layers.{i}.", 1)
@@ -105,7 +117,9 @@ def links(cfg: ModelConfig) -> list[Link]:
         parts.setdefault(hf, []).append(name)
         if hf_module in layout.conv1d and len(role.axes) == 2:
             conv1d.add(hf)
-    return [Link(hf, tuple(p), hf in conv1d) for hf, p in parts.items()]
+        if hf_module == layout.roberta_positions:
+            shifted.add(hf)
+    return [Link(hf, tuple(p), hf in conv1d, offset if hf in shifted else 0) for hf, p in parts.items()]
 
 
 def hf_names(cfg: ModelConfig) -> dict[str, str]:
@@ -113,24 +127,28 @@ def hf_names(cfg: ModelConfig) -> dict[str, str]:
     return {p: link.hf for link in links(cfg) for p in link.parts}
 
 
-def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A runtime state dict as the HF class's tensors (fp32, on the CPU). A tensor that needs no
-    conversion is `state`'s own, not a copy: an export of a big model holds it once."""
+def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig, offset: int = 0) -> dict[str, torch.Tensor]:
+    """A runtime state dict as the HF class's tensors (fp32, on the CPU), the position table after
+    `offset` zero rows (`links`). A tensor that needs no conversion is `state`'s own, not a copy:
+    an export of a big model holds it once."""
     out = {}
-    for link in links(cfg):
+    for link in links(cfg, offset):
         parts = [state[p].detach().to("cpu", torch.float32) for p in link.parts]
         t = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if link.offset:  # rows no real token reads; row pad_token_id is the (masked) pad tokens'
+            t = torch.cat([t.new_zeros(link.offset, *t.shape[1:]), t])
         out[link.hf] = t.t().contiguous() if link.conv1d else t
     return out
 
 
-def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig,
-            shapes: dict[str, torch.Size]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig, shapes: dict[str, torch.Size],
+            offset: int = 0) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(runtime state, HF names missing) from an HF checkpoint's tensors; `shapes` are the runtime
-    parameters' (split sizes of packed tensors)."""
+    parameters' (split sizes of packed tensors); the position table's first `offset` rows are
+    dropped (`links`)."""
     base = LAYOUTS[cfg.family].base + "."
     state, missing = {}, []
-    for link in links(cfg):
+    for link in links(cfg, offset):
         t = weights.get(link.hf)
         if t is None and link.hf.startswith(base):  # saved from the bare body class
             t = weights.get(link.hf[len(base):])
@@ -142,9 +160,9 @@ def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig,
         t = t.to(torch.float32)
         t = t.t() if link.conv1d else t
         sizes = [shapes[p][0] for p in link.parts]
-        if t.shape[0] != sum(sizes):
+        if t.shape[0] != link.offset + sum(sizes):
             raise UserError(f"{link.hf} has shape {tuple(t.shape)}, which does not match config.json")
-        state.update(zip(link.parts, t.split(sizes)))
+        state.update(zip(link.parts, t[link.offset:].split(sizes)))
     return state, missing
 
 
@@ -173,7 +191,7 @@ def parameters_on_meta():
 def quiet_transformers():
     """transformers' logging and progress bars off inside, as they were after: an export's output is
     growlang's ("Writing model shards" bars for a one-file model, the out-of-vocabulary pad id note
-    of bert-preln are noise)."""
+    of a bert-preln exported without a pad token are noise)."""
     from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
@@ -208,7 +226,8 @@ def export_hf(model, cfg: ModelConfig, folder: str | Path, tokenizer=None,
         hf_cfg = hf_config(cfg, ids if ids is not None else token_ids(tokenizer))
         with parameters_on_meta():
             hf = auto.from_config(hf_cfg)
-        _, unexpected = hf.load_state_dict(to_hf(model.state_dict(), cfg), strict=False, assign=True)
+        weights = to_hf(model.state_dict(), cfg, position_offset(cfg.family, hf_cfg.pad_token_id))
+        _, unexpected = hf.load_state_dict(weights, strict=False, assign=True)
         hf.tie_weights()  # a tied output matrix (MLM decoder, GPT-2/Llama lm_head) is the token embedding itself
         empty = [name for name, t in (*hf.named_parameters(), *hf.named_buffers()) if t.is_meta]
         if empty or unexpected:
@@ -277,13 +296,14 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
 def import_hf(folder: str | Path) -> tuple[torch.nn.Module, ModelConfig]:
     """Load a local HF folder (BERT masked LM, GPT-2 or Llama causal LM; any size) into the runtime model."""
     folder = Path(folder)
-    cfg = read_config(folder)
+    cfg = read_config(folder)  # checked pad_token_id where position_offset reads it
+    offset = position_offset(cfg.family, read_json(folder).get("pad_token_id"))
     weights = _load_weights(folder)
     # old TF-converted checkpoints name LayerNorm parameters gamma/beta
     weights = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
                for k, v in weights.items()}
     model = build(cfg)
-    state, missing = from_hf(weights, cfg, {n: t.shape for n, t in model.state_dict().items()})
+    state, missing = from_hf(weights, cfg, {n: t.shape for n, t in model.state_dict().items()}, offset)
     if missing:
         base = LAYOUTS[cfg.family].base + "."
         head = {"mlm": "an MLM head", "clm": "an LM head"}[FAMILIES[cfg.family].objective]

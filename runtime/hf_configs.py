@@ -28,21 +28,36 @@ def token_ids(tokenizer) -> dict[str, int | None]:
     return {key: getattr(tokenizer, key, None) if tokenizer is not None else None for key in TOKEN_IDS}
 
 
+def position_offset(family: str, pad_token_id: int | None) -> int:
+    """Rows of the HF position table before growlang's position 0, for export and import alike.
+    RoBERTa numbers a sequence's tokens from padding_idx + 1 and gives padding tokens position
+    padding_idx (transformers' `create_position_ids_from_input_ids`: cumsum(ids != pad) + pad), so
+    a bert-preln table has pad_token_id + 1 rows no real token reads: 2 for RoBERTa's own pad id 1
+    (514 positions, max_len 512), 0 for pad_token_id -1 (growlang's exports before issue 12 item 17,
+    and still the export without a pad token). BERT numbers from 0."""
+    return pad_token_id + 1 if family == "bert-preln" else 0
+
+
 def hf_config(cfg: ModelConfig, ids: dict[str, int | None] | None = None):
-    """The transformers config of `cfg`; `ids` (bos/eos/pad) are written for decoders."""
+    """The transformers config of `cfg`; `ids` (bos/eos/pad) are written for decoders, and the pad
+    id for bert-preln."""
     if isinstance(cfg, DecoderConfig):
         return _decoder_config(cfg, ids or token_ids(None))
     common = dict(vocab_size=cfg.vocab, hidden_size=cfg.width, num_hidden_layers=cfg.depth,
                   num_attention_heads=cfg.heads, intermediate_size=cfg.ffn, hidden_act="gelu",
                   hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                  max_position_embeddings=cfg.max_len, type_vocab_size=cfg.type_vocab,
-                  layer_norm_eps=cfg.layer_norm_eps, tie_word_embeddings=True)
+                  type_vocab_size=cfg.type_vocab, layer_norm_eps=cfg.layer_norm_eps, tie_word_embeddings=True)
     if cfg.family == "bert":
         from transformers import BertConfig
-        return BertConfig(**common, architectures=["BertForMaskedLM"])
+        return BertConfig(**common, max_position_embeddings=cfg.max_len, architectures=["BertForMaskedLM"])
     from transformers import RobertaPreLayerNormConfig
-    # pad_token_id=-1: no token is padding, so RoBERTa's position ids are 0..T-1 like ours
-    return RobertaPreLayerNormConfig(**common, pad_token_id=-1, bos_token_id=None, eos_token_id=None,
+    # The tokenizer's pad id: HF pads with it, and fine-tuning freezes (nn.Embedding's padding_idx)
+    # only [PAD]'s word row and the pad position's row. Without a pad token (or a tokenizer) -1: no
+    # token is padding, the table unshifted, but padding_idx -1 is the last row of both tables.
+    pad = (ids or {}).get("pad_token_id")
+    pad = -1 if pad is None else pad
+    return RobertaPreLayerNormConfig(**common, max_position_embeddings=cfg.max_len + position_offset(cfg.family, pad),
+                                     pad_token_id=pad, bos_token_id=None, eos_token_id=None,
                                      architectures=["RobertaPreLayerNormForMaskedLM"])
 
 
@@ -95,9 +110,7 @@ _ENCODER_NEEDS = (
 )
 NEEDS = {
     "bert": _ENCODER_NEEDS,
-    "bert-preln": (*_ENCODER_NEEDS,
-                   Need("pad_token_id", None, (-1,), "a RoBERTa-PreLN folder must use pad_token_id=-1 (positions "
-                        "0..T-1) to load as bert-preln")),
+    "bert-preln": _ENCODER_NEEDS,  # any pad_token_id: it only shifts the position table (_max_len)
     "gpt2": (
         Need("activation_function", "gelu_new", ("gelu_new", "gelu_pytorch_tanh"), "growlang's GPT-2 MLP uses "
              "GELU's tanh approximation ('gelu_new' or 'gelu_pytorch_tanh')"),
@@ -127,10 +140,29 @@ def _field(c: dict, key: str, default):
     return c.get(leaf, default)
 
 
+def _max_len(c: dict, family: str) -> int:
+    """growlang's positions: the HF table less its RoBERTa-numbered leading rows (position_offset)."""
+    rows = c["max_position_embeddings"]
+    if family != "bert-preln":
+        return rows
+    if "pad_token_id" not in c:  # transformers would default to RoBERTa's 1: say it rather than guess
+        raise ValueError("no `pad_token_id`; a RoBERTa-PreLN model needs it, as its position ids count from it "
+                         "(-1 if it has no padding token)")
+    pad = c["pad_token_id"]
+    if type(pad) is not int or not -1 <= pad < c["vocab_size"]:  # bool is an int subclass: not a pad id
+        raise ValueError(f"`pad_token_id` is {json.dumps(pad)}; a RoBERTa-PreLN model needs an integer from -1 "
+                         f"(no padding token) to vocab_size - 1, as its position ids count from it")
+    offset = position_offset(family, pad)
+    if rows <= offset:
+        raise ValueError(f"`max_position_embeddings` is {rows}, which leaves no position after the "
+                         f"{offset} rows RoBERTa reserves for pad_token_id {pad} (it needs more than {offset})")
+    return rows - offset
+
+
 def _encoder(c: dict, family: str) -> EncoderConfig:
     return EncoderConfig(family=family, vocab=c["vocab_size"], width=c["hidden_size"],
                          depth=c["num_hidden_layers"], heads=c["num_attention_heads"],
-                         ffn=c["intermediate_size"], max_len=c["max_position_embeddings"],
+                         ffn=c["intermediate_size"], max_len=_max_len(c, family),
                          type_vocab=c.get("type_vocab_size", 2), dropout=c.get("hidden_dropout_prob", 0.1),
                          layer_norm_eps=c.get("layer_norm_eps", 1e-12))
 
