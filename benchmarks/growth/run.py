@@ -46,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))  # report.py, downstream.py: siblings, not a package
+import report  # noqa: E402
 
 # ----------------------------------------------------------------------------------- regime
 # full: chosen from the single-seed probes recorded in docs/results.md ("Regime"): a final model
@@ -55,17 +56,22 @@ SCALES = {
     "full": dict(
         family="bert-preln", vocab=1024, head_dim=32, max_len=64,
         final=dict(depth=4, width=128, ffn=512, len=64), small=dict(depth=2, ffn=128, len=32),
-        batch=16, lr="2e-3", top_steps=3000, warmup_frac=0.05, evals=8, eval_batches=16,
+        batch=16, lr="2e-3", top_steps=3000, warmup_frac=0.05, evals=8, eval_batches=64, precision="bf16",
     ),
     "tiny": dict(
         family="bert-preln", vocab=1024, head_dim=32, max_len=32,
         final=dict(depth=2, width=64, ffn=256, len=32), small=dict(depth=1, ffn=64, len=16),
-        batch=4, lr="1e-3", top_steps=8, warmup_frac=0.25, evals=2, eval_batches=2,
+        batch=4, lr="1e-3", top_steps=8, warmup_frac=0.25, evals=2, eval_batches=2, precision="fp32",
     ),
 }
 BUDGETS = (0.25, 0.5, 1.0)  # fractions of the top budget
 SEEDS = (0, 1, 2)
 TINY_BUDGETS, TINY_SEEDS = (0.5, 1.0), (0,)
+# Regime probes (issue 16: "find [the crossover] with a few single-seed probes first, then fix the
+# budgets"): one shape trained alone, fully decayed, at a multiple of the top budget. Written
+# (depth, width, ffn) at the final len; `--probes` runs them, report.py tabulates them.
+PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256))}
+TINY_PROBES = {1.0: ((1, 64, 64),)}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class Kind:
     alone_small: bool = False  # no growth: the compound first stage's depth and ffn alone (final len)
     train: dict = field(default_factory=dict)
     top_only: bool = False  # only at the top budget, one seed
+    shape: dict | None = None  # a probe: this one shape alone (depth, width, ffn at the final len)
 
 
 COMPOUND_OPS = {"depth": "stack", "ffn": "stack", "len": "pool"}
@@ -112,11 +119,23 @@ def protocol(tiny: bool) -> list[Run]:
     return runs + [Run(k, budgets[-1], seeds[0]) for k in KINDS.values() if k.top_only]
 
 
+def probes(sc: dict, tiny: bool) -> list[Run]:
+    """The regime probes: each PROBES shape alone at its budget, seed 0."""
+    out = []
+    for budget, shapes in (TINY_PROBES if tiny else PROBES).items():
+        for d, w, f in shapes:
+            kind = Kind(f"size-{d}x{w}f{f}", f"probe: {d} layers x {w}, ffn {f} alone",
+                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]), top_only=True)
+            out.append(Run(kind, budget, 0))
+    return out
+
+
 def header(sc: dict, run: Run, steps: int) -> str:
     warm = max(1, round(sc["warmup_frac"] * steps))
     every = max(1, steps // sc["evals"])
     train = {"batch": sc["batch"], "lr": sc["lr"], "warmup": warm, "decay": "linear", "seed": run.seed,
              "eval_every": every, "eval_batches": sc["eval_batches"], "log_every": every, "checkpoint_every": 0,
+             "precision": sc["precision"],
              **run.kind.train}
     return (f"model {sc['family']} {{ vocab={sc['vocab']} head_dim={sc['head_dim']} max_len={sc['max_len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
@@ -137,7 +156,7 @@ def schedule_text(sc: dict, run: Run, s1: int, s2: int) -> str:
     out = [f"# benchmarks/growth {run.name}: {k.what}; budget {run.budget:g} of the top. Written by "
            "benchmarks/growth/run.py; do not edit by hand.", header(sc, run, s1 + s2)]
     if not k.grow:
-        shape = small_shape(sc, ("depth", "ffn")) if k.alone_small else sc["final"]
+        shape = k.shape or (small_shape(sc, ("depth", "ffn")) if k.alone_small else sc["final"])
         out.append(f"stage final: {kv(shape)} steps={s1}")
     else:
         ops = ", ".join(f"{d} by {o}" for d, o in k.grow.items())
@@ -160,11 +179,11 @@ def steps_for(sc: dict, run: Run, where: Path) -> tuple[int, int]:
     top = sc["top_steps"]
     f_final = plan_of(schedule_text(sc, Run(KINDS["scratch"], 1, 0), 1, 0), where).stages[0].cost.flops_per_seq
     n = run.budget * top  # steps of the final model the budget buys
-    if not run.kind.grow and not run.kind.alone_small:
+    if not run.kind.grow and not run.kind.alone_small and not run.kind.shape:
         return max(1, round(n)), 0
     probe = plan_of(schedule_text(sc, run, 1, 1 if run.kind.grow else 0), where)
     f_small = probe.stages[0].cost.flops_per_seq
-    if run.kind.alone_small:
+    if not run.kind.grow:  # one shape alone: the steps that spend the budget
         return max(1, round(n * f_final / f_small)), 0
     s = max(1, round(n * f_final / (f_small + f_final)))
     return s, s
@@ -277,7 +296,8 @@ def _train(schedule: Path, folder: Path, env: dict) -> dict:
         p = subprocess.run([sys.executable, "-m", "growlang", "run", str(schedule), "--out", str(folder),
                             "--device", "cpu"], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     rec = {"rc": p.returncode, "start": start, "end": utc(), "wall_s": time.perf_counter() - t0,
-           "load_start": load0, "load_end": loadavg(), "threads": int(env["OMP_NUM_THREADS"])}
+           "load_start": load0, "load_end": loadavg(), "threads": int(env["OMP_NUM_THREADS"]),
+           "machine": report.cpu_model()}  # the suite may span sittings on different machines
     if p.returncode != 0:
         print(f"FAILED {schedule.name} (exit {p.returncode}); see {log}", file=sys.stderr, flush=True)
         (folder.parent / f"{folder.name}.failed.json").write_text(json.dumps({**rec, "log_tail": log.read_text()[-2000:]}))
@@ -301,6 +321,7 @@ def summarize(run: Run, folder: Path, rec: dict, down: dict, text: str) -> dict:
             "steps": sum(int(x) for x in re.findall(r"steps=(\d+)", text)),
             "train_s": times[-1], "wall_s": rec["wall_s"], "start": rec["start"], "end": rec["end"],
             "load_start": rec["load_start"], "load_end": rec["load_end"], "threads": rec["threads"],
+            "machine": rec.get("machine"),
             "curve": {"flops": flops, "time": times, "loss": loss}, "growth_at": [g[0] for g in growths],
             "downstream": down}
 
@@ -316,10 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already have a summary")
     p.add_argument("--report-only", action="store_true", help="train nothing; report from the summaries")
+    p.add_argument("--probes", action="store_true", help="the regime probes (PROBES: single shapes at chosen "
+                   "budgets) instead of the protocol; summaries in summaries/probes, table in docs/results-probes.md")
     a = p.parse_args(argv)
 
     sc = SCALES["tiny" if a.tiny else "full"]
-    runs = protocol(a.tiny)
+    runs = probes(sc, a.tiny) if a.probes else protocol(a.tiny)
     by_name = {r.name: r for r in runs}
     if a.list:
         print("\n".join(by_name))
@@ -331,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     out = (a.out or (HERE / "out" / ("tiny" if a.tiny else ""))).resolve()
     full = a.out is None and not a.tiny  # only the full suite in its default folder writes docs/
     docs = ROOT / "docs" if full else out
-    sched_dir = HERE / "schedules" if full else out / "schedules"
-    summaries = HERE / "summaries" if full else out / "summaries"
+    sub = "probes" if a.probes else ""
+    sched_dir = (HERE / "schedules" if full else out / "schedules") / sub
+    summaries = (HERE / "summaries" if full else out / "summaries") / sub
     written = {r.name: write_schedule(sc, r, sched_dir) for r in runs}
     if not a.report_only:
         print(f"{utc()}: {len(names)} run(s) into {out}, {a.jobs} at a time", file=sys.stderr, flush=True)
@@ -342,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             results = [f.result() for f in futures]
         if any(r.get("failed") for r in results):
             print("some runs failed; the report lists them as missing", file=sys.stderr)
-    import report
 
+    if a.probes:
+        text = report.write_probes(sc, runs, {n: t for n, (_, t) in written.items()}, summaries, docs, out,
+                                   budget_flops(sc, sched_dir / "top.grow"))
+        print(text)
+        return 0
     text = report.write(sc, runs, {n: t for n, (_, t) in written.items()}, summaries, docs, out,
                         budget_flops(sc, sched_dir / "top.grow"), full=full,
                         seeds=len(TINY_SEEDS if a.tiny else SEEDS))
