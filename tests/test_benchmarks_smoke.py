@@ -56,6 +56,19 @@ def test_growth_tiny(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["budgets"] == res["budgets"]
 
 
+def test_growth_probes_tiny(tmp_path):
+    """--probes trains each probe shape alone at its budget and tabulates it; a second call reuses it."""
+    out = run(str(BENCH / "growth" / "run.py"), "--probes", "--tiny", "--out", str(tmp_path))
+    assert "Regime probes" in out and "| 1x64f64 |" in out and "missing: none" in out
+    summary = json.loads((tmp_path / "summaries" / "probes" / "b1-size-1x64f64-s0.json").read_text())
+    assert summary["schedule"] == "size-1x64f64" and summary["machine"]
+    text = (tmp_path / "schedules" / "probes" / "b1-size-1x64f64-s0.grow").read_text()
+    assert "stage final: depth=1 width=64 ffn=64 len=32" in text and "eval_batches=64" in text
+    again = subprocess.run([sys.executable, str(BENCH / "growth" / "run.py"), "--probes", "--tiny", "--out",
+                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and " done " not in again.stderr, again.stderr[-2000:]
+
+
 def test_trainer_speed_tiny(tmp_path):
     out = run(str(BENCH / "trainer_speed.py"), "--tiny", "--save", str(tmp_path / "t.txt"))
     assert "growlang fp32 / HF fp32" in out and "matmul ceiling" in out

@@ -84,7 +84,9 @@ def finetune(folder: Path, recipe: dict, lr: float, train_rows, dev_rows) -> flo
     torch.manual_seed(recipe["seed"])
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(PERIODS))
-    max_len = min(recipe["max_len"], model.config.max_position_embeddings)
+    # the tokenizer's model_max_length is the positions the model reads (export writes it); the HF
+    # config's max_position_embeddings counts RoBERTa's pad+1 offset rows too
+    max_len = min(recipe["max_len"], tok.model_max_length)
 
     def batches(rows, shuffle: bool):
         order = torch.randperm(len(rows)).tolist() if shuffle else range(len(rows))
