@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import re
 
+import lark
+
 from growlang.diagnostics import Diagnostic, Span, error, short
+from growlang.families import FAMILIES
 
 # What each terminal is called in a message.
 WORDS = {
@@ -64,14 +67,10 @@ def _in_grow_clause(text: str, pos: int) -> bool:
 
 
 def _family_names() -> str:
-    from growlang.families import FAMILIES
-
     return ", ".join(FAMILIES)
 
 
 def describe_syntax_error(exc, text: str) -> Diagnostic:
-    import lark
-
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         span = Span(exc.line, exc.column, exc.line, exc.column + 1)

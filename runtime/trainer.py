@@ -268,11 +268,12 @@ class Trainer:
                 self.counters["time"] += dt
                 summary.time += dt
                 speed = None
-                if (end or eval_loss is not None or g % max(1, t.log_every) == 0) and window_t > 0:
+                logged = end or eval_loss is not None or g % max(1, t.log_every) == 0
+                if logged and window_t > 0:
                     flops_per_s = window_steps * flops / window_t
                     speed = {"tokens_per_s": window_tokens / window_t, "flops_per_s": flops_per_s,
                              "mfu": flops_per_s / self.ceiling}
-                if end or eval_loss is not None or g % max(1, t.log_every) == 0:
+                if logged:
                     rec = {"kind": "train", "step": g, "stage": s.name, "stage_step": self.stage_step,
                            "loss": loss, "lr": lr, "tokens": self.counters["tokens"],
                            "flops": self.counters["flops"], **(speed or {}), "time": self.counters["time"]}
