@@ -48,12 +48,13 @@ def deferred_interrupt(what: str):
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM (what docker, Kubernetes and Slurm send before they kill) while
+    """Ctrl-C (SIGINT), SIGTERM (what docker, Kubernetes and Slurm send before they kill) or SIGHUP
+    (the terminal or ssh session went away; left alone under `nohup`, which ignores it) while
     training: the first one is remembered, the trainer finishes its step, writes a checkpoint and
     stops (exit 130, with the resume command); a second SIGINT stops at once (KeyboardInterrupt).
     `received` names the signal once one came."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     def __init__(self):
         self.received: str | None = None
@@ -63,8 +64,11 @@ class StopRequest:
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signal.Signals(signum).name
-            print(f"\n{self.received}: finishing this step, then writing a checkpoint "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr)
+            try:
+                print(f"\n{self.received}: finishing this step, then writing a checkpoint "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr)
+            except OSError:  # a hung-up terminal: the checkpoint matters, the message cannot be shown
+                pass
 
     @contextlib.contextmanager
     def installed(self):

@@ -24,7 +24,7 @@ except ImportError:  # tests collected as a package
     from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_finishes_the_step_checkpoints_and_resumes_bitwise(signum, tmp_path, corpus, monkeypatch, capsys):
     plan = on_corpus(grow_all_plan(eval_every=2), corpus)  # checkpoint_every=0: only stage ends
     ref = tmp_path / "ref"
@@ -45,6 +45,7 @@ def test_signal_finishes_the_step_checkpoints_and_resumes_bitwise(signum, tmp_pa
     assert f"{name}: finishing this step" in err and f"interrupted ({name}); the newest checkpoint is big-6" in err
     assert ck.latest(out / "checkpoints").path.name == "big-6"  # the step it was in, not the stage start
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     monkeypatch.setattr(Trainer, "step", real)
     assert run_plan(plan, out, resume=True, device="cpu") == 0
     same_files(ref / "checkpoints" / "big-8", out / "checkpoints" / "big-8")
