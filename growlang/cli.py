@@ -22,7 +22,7 @@ EPILOG = f"""exit codes:
   {EXIT_PROBLEMS}  problems found in a schedule
   {EXIT_USAGE}  usage error, unreadable file, or internal error"""
 RUN_EPILOG = EPILOG + """
-  130  interrupted (Ctrl-C or SIGTERM): continue with --resume"""
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): continue with --resume"""
 
 
 def version() -> str:

@@ -40,6 +40,7 @@ import torch.nn as nn
 
 from growlang.runtime import checkpoint as ck
 from growlang.runtime.errors import UserError
+from growlang.runtime.signals import silence_hung_up_terminal
 from growlang.runtime.optim_carry import MOMENTS, adam_state_by_name, load_adam_state_by_name
 
 
@@ -346,14 +347,13 @@ def _die_with_parent():
     return preexec
 
 
-def _failed(code: int | None, sent: list[int]) -> bool:
-    """Whether a rank's exit code means it will not take part in the others' collectives.
-    After a forwarded signal, 0 (the run finished) and 130 (stopped after a checkpoint) are how a
-    rank answers it; anything else fails, also death by the signal we sent (a rank that had not
-    installed its handler yet): the others would wait for it in their last all-reduce forever."""
-    if code is None or code == 0:
-        return False
-    return not (sent and code == INTERRUPTED)
+def _failed(code: int | None) -> bool:
+    """Whether a rank's exit code means it will not take part in the others' collectives. 0 (the
+    run finished) and 130 (stopped after a checkpoint, which the ranks agree on at the same step:
+    trainer.stop_agreed) are not failures; anything else is, also death by a signal we forwarded (a
+    rank that had not installed its handler yet): the others would wait for it in their last
+    all-reduce forever."""
+    return code not in (None, 0, INTERRUPTED)
 
 
 def _describe(code: int) -> str:
@@ -397,6 +397,7 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
                                       **({"preexec_fn": preexec} if preexec else {})))
 
     def forward(signum, frame):  # every rank gets it once (signals.StopRequest)
+        silence_hung_up_terminal(signum)
         sent.append(FORWARDED[signum])
         for p in procs:
             if p.poll() is None:
@@ -407,7 +408,7 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
     try:
         while any([p.poll() is None for p in procs]):  # a list: poll every rank, not up to the first running one
             if failed is None:
-                failed = next((r for r, p in enumerate(procs) if _failed(p.returncode, sent)), None)
+                failed = next((r for r, p in enumerate(procs) if _failed(p.returncode)), None)
                 if failed is not None:  # the rest would wait for the failed rank forever
                     stopping = time.monotonic()
                     print(f"growlang: rank {failed} {_describe(procs[failed].returncode)}; "
@@ -425,9 +426,11 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
             signal.signal(sig, old)
     codes = [p.returncode for p in procs]
     if failed is None:
-        failed = next((r for r, c in enumerate(codes) if _failed(c, sent)), None)
+        failed = next((r for r, c in enumerate(codes) if _failed(c)), None)
     if failed is not None:
-        return INTERRUPTED if -codes[failed] in sent else codes[failed]
+        code = codes[failed]
+        # death by a signal is the shell's 128 + N (sys.exit of a negative code would give 256 - N)
+        return INTERRUPTED if -code in sent else (128 - code if code < 0 else code)
     return INTERRUPTED if INTERRUPTED in codes else 0
 
 

@@ -1,5 +1,6 @@
-"""Signals: Ctrl-C while a checkpoint is being written finishes the write first, then stops; Ctrl-C
-or SIGTERM while training finishes the step and writes a checkpoint (`StopRequest`).
+"""Signals: Ctrl-C, SIGTERM or SIGHUP while training finishes the step and writes a checkpoint
+(`StopRequest`); Ctrl-C while a checkpoint is being written outside training (no StopRequest
+installed, e.g. a library caller of checkpoint.save) finishes the write first, then stops.
 
 A SIGINT that lands inside `deferred_interrupt()` is remembered and raised as KeyboardInterrupt
 when the block ends, so the checkpoint being written is completed and renamed into place; a
@@ -11,6 +12,7 @@ Only the main thread can install signal handlers; elsewhere the block runs unpro
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -47,6 +49,23 @@ def deferred_interrupt(what: str):
         raise KeyboardInterrupt
 
 
+def silence_hung_up_terminal(signum: int) -> None:
+    """After SIGHUP from a terminal that went away every write to it fails (EIO): the resume
+    message, then the error printing that failure, would turn a clean stop (130, checkpoint
+    written) into exit 1. Output to a terminal goes to /dev/null from then on; output to a file
+    (nohup, redirection) still works and is kept."""
+    if signum != getattr(signal, "SIGHUP", None):
+        return
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            tty = stream.isatty()
+        except (ValueError, OSError):  # closed
+            tty = True
+        if tty:
+            setattr(sys, name, open(os.devnull, "w"))
+
+
 class StopRequest:
     """Ctrl-C (SIGINT), SIGTERM (what docker, Kubernetes and Slurm send before they kill) or SIGHUP
     (the terminal or ssh session went away; left alone under `nohup`, which ignores it) while
@@ -64,11 +83,9 @@ class StopRequest:
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signal.Signals(signum).name
-            try:
-                print(f"\n{self.received}: finishing this step, then writing a checkpoint "
-                      "(Ctrl-C again to stop at once)", file=sys.stderr)
-            except OSError:  # a hung-up terminal: the checkpoint matters, the message cannot be shown
-                pass
+            silence_hung_up_terminal(signum)
+            print(f"\n{self.received}: finishing this step, then writing a checkpoint "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr)
 
     @contextlib.contextmanager
     def installed(self):

@@ -15,6 +15,10 @@ from conftest import ROOT
 HOOKS = """
 import atexit, os, signal, threading, time
 
+# Python installs its Ctrl-C handler at start-up only where SIGINT is not inherited as ignored (a
+# background job of a non-interactive shell): install it, or the test could not fail
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def interrupt():
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)  # a KeyboardInterrupt would be raised in here
@@ -51,7 +55,8 @@ def test_ctrl_c_during_teardown_keeps_the_exit_code(tmp_path, hook, command):
 
 def test_main_called_in_a_process_leaves_ctrl_c_alone():
     """A test or script calling main([...]) keeps its Ctrl-C: only the program ignores it."""
-    code = ("import signal; from growlang.cli import main; assert main(['check', 'schedules/base.grow']) == 0; "
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from growlang.cli import main; assert main(['check', 'schedules/base.grow']) == 0; "
             "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler; print('kept')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip().endswith("kept"), done.stderr

@@ -4,6 +4,7 @@ an uninterrupted run. Under `--nproc` the launcher forwards the signal to every 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from growlang.runtime import checkpoint as ck
 from growlang.runtime.run import run_plan
+from growlang.runtime.signals import silence_hung_up_terminal
 from growlang.runtime.trainer import Trainer
 
 try:
@@ -24,8 +26,19 @@ except ImportError:  # tests collected as a package
     from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
 
 
+@pytest.fixture
+def default_stop_signals():
+    """SIGTERM and SIGHUP at their defaults, as a terminal gives them (under nohup SIGHUP is ignored,
+    and StopRequest rightly leaves an ignored signal alone), restored afterwards."""
+    old = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in old.items():
+        signal.signal(s, handler)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_signal_finishes_the_step_checkpoints_and_resumes_bitwise(signum, tmp_path, corpus, monkeypatch, capsys):
+def test_signal_finishes_the_step_checkpoints_and_resumes_bitwise(signum, tmp_path, corpus, monkeypatch, capsys,
+                                                                 default_stop_signals):
     plan = on_corpus(grow_all_plan(eval_every=2), corpus)  # checkpoint_every=0: only stage ends
     ref = tmp_path / "ref"
     assert run_plan(plan, ref, resume=False, device="cpu") == 0
@@ -78,3 +91,22 @@ def test_launcher_forwards_sigterm_to_every_rank(tmp_path, corpus):
     ps = subprocess.run(["pgrep", "-f", str(grow)], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "a rank is still running"
     assert subprocess.run(cmd + ["--resume"], capture_output=True, timeout=600).returncode == 0
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_sighup_sends_terminal_output_to_devnull_and_keeps_files(monkeypatch):
+    """After SIGHUP a write to the terminal that went away fails (EIO) and would turn the clean stop
+    into exit 1: terminal streams go to /dev/null, redirected ones (nohup, a log file) are kept."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", log)
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    silence_hung_up_terminal(signal.SIGTERM)
+    assert isinstance(sys.stderr, FakeTerminal)  # only SIGHUP means the terminal is gone
+    silence_hung_up_terminal(signal.SIGHUP)
+    assert sys.stdout is log and sys.stderr.name == os.devnull
+    print("gone", file=sys.stderr)  # does not raise
+    sys.stderr.close()
