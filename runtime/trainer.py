@@ -191,6 +191,10 @@ class Trainer:
         model.train(was_training)
         return total / max(1, len(self.eval_set))
 
+    def stop_flag(self) -> torch.Tensor:
+        """1.0 when this rank got Ctrl-C / SIGTERM / SIGHUP (runtime/signals.py), else 0.0."""
+        return torch.tensor(1.0 if self.stop is not None and self.stop.received else 0.0, device=self.device)
+
     def step(self) -> tuple[float, float]:
         """One optimizer step on one global batch; returns (loss, lr)."""
         s, t = self.stage, self.plan.train
@@ -213,8 +217,7 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         # one all-reduce: the loss mean (DDP averaged the gradients; log the same mean) and whether
         # any rank got Ctrl-C / SIGTERM (runtime/signals.py), so all ranks stop after the same step
-        flag = torch.tensor(1.0 if self.stop is not None and self.stop.received else 0.0, device=self.device)
-        reduced = self.par.mean(torch.stack([total, flag]))
+        reduced = self.par.mean(torch.stack([total, self.stop_flag()]))
         value, self.stop_agreed = float(reduced[0]), float(reduced[1]) > 0
         if not math.isfinite(value):
             raise NonFiniteLoss(s.name, self.stage_step + 1, g + 1, value)
@@ -288,6 +291,8 @@ class Trainer:
                     self.save("periodic")
                 self.steps_this_process += 1
                 last_of_run = end and self.stage_index == len(self.plan.stages) - 1
+                if end and self.par.active:  # a signal during the stage-end eval or checkpoint: agree on it now,
+                    self.stop_agreed = float(self.par.mean(self.stop_flag())) > 0  # not after the next growth
                 stop = self.stop_agreed if self.par.active else bool(self.stop and self.stop.received)
                 if stop and not last_of_run:  # Ctrl-C / SIGTERM: this step is done, keep it
                     if not end and not (t.checkpoint_every > 0 and g % t.checkpoint_every == 0):
