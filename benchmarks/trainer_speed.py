@@ -129,7 +129,8 @@ def cpu_model() -> str:
 
 
 def compound_stages(path: Path, threads: int, workdir: Path, precision: str, steps: int, skip: int) -> list[tuple]:
-    """(stage, FLOPs per step, seconds per FLOP) of each stage of the compound schedule `path`, run
+    """(stage, FLOPs per step, seconds per FLOP, seconds per FLOP of its GEMMs alone) of each stage of
+    the compound schedule `path` (an encoder family: stage_gemms), run
     as `growlang run` with `steps` steps per stage, no evaluation but the stages' ends: seconds
     per FLOP is the training-step time over the plan's FLOPs of the records after the first `skip`
     steps of each stage (metrics.jsonl's flops_per_s, whose windows exclude evaluation)."""
@@ -143,8 +144,11 @@ def compound_stages(path: Path, threads: int, workdir: Path, precision: str, ste
     import torch
 
     from growlang.compiler import compile_text
+    from growlang.families import FAMILIES
 
     plan = compile_text(text, grow).plan
+    if FAMILIES[plan.model.family].objective != "mlm":
+        raise SystemExit(f"{path}: --compound takes an encoder schedule (bert, bert-preln), not {plan.model.family}")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     rows = run_growlang(grow, threads, workdir)
     out = []
@@ -157,30 +161,36 @@ def compound_stages(path: Path, threads: int, workdir: Path, precision: str, ste
 
 
 def stage_gemms(stage, vocab: int) -> list[tuple[int, int, int, int, int]]:
-    """(count, batch, m, k, n) of every matrix product of one training step of a plan stage of an
-    encoder, forward and backward (Y = XW: dX = dY W^T is (m, n, k), dW = X^T dY is (k, m, n)):
-    per layer q, k, v, o and the FFN's two, attention's scores and context per (sequence, head);
-    the MLM head's dense and decoder on the masked positions only, as the runtime computes them."""
+    """(count, batch, m, k, n) of the matrix products of one training step of a plan stage of an
+    encoder, forward and backward (Y = XW: dX = dY W^T is (m, n, k), dW = X^T dY is (k, m, n)), per
+    micro batch times the micro batches of a step: per layer q, k, v, o and the FFN's two, and the
+    MLM head's dense and decoder on the masked positions only, as the runtime computes them; plus a
+    model of attention as two batched products per (sequence, head), scores and context, and their
+    gradients (CPU SDPA is a fused kernel whose backward also recomputes the scores: one product
+    more than listed)."""
     sh, r = stage.shape, stage.reading
-    m, w, f, heads = stage.batch * r.encoder_len, sh.width, sh.ffn, sh.heads
-    t, d, masked = r.encoder_len, sh.width // sh.heads, stage.batch * r.predicted
+    micro, per_step = stage.micro_batch, stage.batch // stage.micro_batch
+    m, w, f, heads = micro * r.encoder_len, sh.width, sh.ffn, sh.heads
+    t, d, masked = r.encoder_len, sh.width // sh.heads, micro * r.predicted
     forward = [(4 * sh.depth, 1, m, w, w), (sh.depth, 1, m, w, f), (sh.depth, 1, m, f, w),
-               (sh.depth, stage.batch * heads, t, d, t), (sh.depth, stage.batch * heads, t, t, d),
+               (sh.depth, micro * heads, t, d, t), (sh.depth, micro * heads, t, t, d),
                (1, 1, masked, w, w), (1, 1, masked, w, vocab)]
-    return [g for n, b, mm, k, nn in forward for g in ((n, b, mm, k, nn), (n, b, mm, nn, k), (n, b, k, mm, nn))]
+    return [(n * per_step, *g) for n, b, mm, k, nn in forward
+            for g in ((b, mm, k, nn), (b, mm, nn, k), (b, k, mm, nn))]
 
 
 def gemm_seconds_per_flop(gemms, dtype, reps: int = 5) -> float:
     """Seconds per FLOP of `gemms` alone (each product timed in isolation, best of `reps` after a
-    warm-up): what a trainer's step would cost per FLOP if the matmuls were all it did."""
+    warm-up, with fresh operands each time so no repetition finds them in cache, as a training
+    step would not): what a trainer's step would cost per FLOP if the matmuls were all it did."""
     import torch
 
     seconds = flops = 0.0
     for count, b, m, k, n in gemms:
-        x, y = torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)
-        torch.bmm(x, y)
+        operands = [(torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)) for _ in range(reps + 1)]
+        torch.bmm(*operands[0])
         best = float("inf")
-        for _ in range(reps):
+        for x, y in operands[1:]:
             t0 = time.perf_counter()
             torch.bmm(x, y)
             best = min(best, time.perf_counter() - t0)
