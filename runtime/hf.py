@@ -11,7 +11,7 @@ Encoders (masked LM, runtime/model.py):
   t. Row pad_token_id is what pad tokens get; the attention mask hides them. Without a pad token
   the export keeps pad_token_id = -1 (offset 0, the table unshifted), which growlang wrote before
   issue 12 item 17 and still reads; its padding_idx is the last row of both tables, frozen in
-  fine-tuning, and transformers warns about it on every load.
+  fine-tuning, and transformers warns about it when it loads one (once per process).
 Decoders (causal LM, runtime/decoder.py):
 - `gpt2` exports as GPT2LMHeadModel. GPT-2's Conv1D stores a weight as (in, out), nn.Linear as
   (out, in): transposed both ways; `c_attn` packs the q, k, v projections (concatenated outputs).

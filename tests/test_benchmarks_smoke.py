@@ -67,6 +67,9 @@ def test_growth_probes_tiny(tmp_path):
     again = subprocess.run([sys.executable, str(BENCH / "growth" / "run.py"), "--probes", "--tiny", "--out",
                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and " done " not in again.stderr, again.stderr[-2000:]
+    spread = run(str(BENCH / "eval_mask_spread.py"), str(tmp_path / "b1-size-1x64f64-s0"), "--batches", "2",
+                 "--seeds", "0", "1")
+    assert "mask seed 1: eval loss" in spread and "spread (max - min) over 2 mask seeds" in spread
 
 
 def test_trainer_speed_tiny(tmp_path):

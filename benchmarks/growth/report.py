@@ -198,6 +198,7 @@ def write_probes(sc: dict, runs, texts: dict, summaries: Path, docs: Path, out: 
     h = entropy["nats"] if entropy else None
     budgets, missing = collect(runs, texts, summaries, top_flops)
     rows = []
+    # epochs of the whole corpus (the held-out 1% included): the store's token count is what unigram.json has
     for b in budgets:
         for r in sorted(b["runs"], key=lambda r: r["final_eval"]):
             epochs = f"{r['tokens'] / entropy['tokens']:.1f}" if entropy else "-"
@@ -211,7 +212,10 @@ def write_probes(sc: dict, runs, texts: dict, summaries: Path, docs: Path, out: 
          "exactly at its budget (a multiple of the protocol's top budget, in training FLOPs), "
          f"{sc.get('precision', 'fp32')}, eval on {sc['eval_batches']} x {sc['batch']} held-out sequences with fixed masks. "
          "The protocol's check (b), scratch better than small-only at the top budget, needs a budget at which "
-         "the final shape beats the compound schedule's first-stage shape here.\n",
+         "the final shape beats the compound schedule's first-stage shape here. One seed and one recipe (peak lr "
+         f"{sc['lr']}, batch {sc['batch']}) for every shape: a ranking here is confounded with how well that recipe "
+         "suits each shape, and a late sudden drop of the eval loss (see the curves) depends on the step count a "
+         "budget buys, so read the table as where to look, not as a verdict.\n",
          f"- machine(s): {trained_on(budgets)}",
          f"- unigram entropy: {h:.3f} nats" if h is not None else "- unigram entropy: not computed yet",
          f"- missing: {', '.join(missing) or 'none'}\n",

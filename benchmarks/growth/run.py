@@ -71,8 +71,9 @@ TINY_BUDGETS, TINY_SEEDS = (0.5, 1.0), (0,)
 # budgets"): one shape trained alone, fully decayed, at a multiple of the top budget. Written
 # (depth, width, ffn) at the final len; `--probes` runs them, report.py tabulates them.
 # The probes score on 64 eval batches with fixed masks (runtime/data.py EVAL_SEED; 16 batches left
-# a 0.1-nat spread from the masks alone, docs/data.md) and train in bf16 (1.2x faster on this CPU's
-# final shape); the round-1 protocol runs above keep the settings their committed summaries used.
+# a 0.1-nat spread from the masks alone, docs/data.md) and train in bf16 (1.21x the tokens/s of fp32
+# for the 4x128 final shape on the Xeon with AMX, 14.7k vs 12.1k, a 300-step `growlang run` each);
+# the round-1 protocol runs above keep the settings their committed summaries used.
 PROBE_SETTINGS = {"eval_batches": 64, "precision": "bf16"}
 PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128))}
 TINY_PROBES = {1.0: ((1, 64, 64),)}
@@ -129,7 +130,7 @@ def probes(sc: dict, tiny: bool) -> list[Run]:
     for budget, shapes in (TINY_PROBES if tiny else PROBES).items():
         for d, w, f in shapes:
             kind = Kind(f"size-{d}x{w}f{f}", f"probe: {d} layers x {w}, ffn {f} alone",
-                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]), top_only=True)
+                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]))
             out.append(Run(kind, budget, 0))
     return out
 
