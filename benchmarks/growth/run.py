@@ -75,7 +75,10 @@ TINY_BUDGETS, TINY_SEEDS = (0.5, 1.0), (0,)
 # for the 4x128 final shape on the Xeon with AMX, 14.7k vs 12.1k, a 300-step `growlang run` each);
 # the round-1 protocol runs above keep the settings their committed summaries used.
 PROBE_SETTINGS = {"eval_batches": 64, "precision": "bf16"}
-PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128))}
+# (depth, width, ffn[, peak lr]): the lr probes ask whether a higher lr brings the eval loss's late
+# sudden drop (seen at ~30k steps at lr 2e-3) inside a smaller budget.
+PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128)),
+          1.0: ((2, 128, 128), (2, 128, 128, "4e-3"), (2, 128, 128, "8e-3"))}
 TINY_PROBES = {1.0: ((1, 64, 64),)}
 
 
@@ -128,9 +131,11 @@ def probes(sc: dict, tiny: bool) -> list[Run]:
     """The regime probes: each PROBES shape alone at its budget, seed 0."""
     out = []
     for budget, shapes in (TINY_PROBES if tiny else PROBES).items():
-        for d, w, f in shapes:
-            kind = Kind(f"size-{d}x{w}f{f}", f"probe: {d} layers x {w}, ffn {f} alone",
-                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]))
+        for d, w, f, *lr in shapes:
+            kind = Kind(f"size-{d}x{w}f{f}" + (f"-lr{lr[0]}" if lr else ""),
+                        f"probe: {d} layers x {w}, ffn {f} alone" + (f", peak lr {lr[0]}" if lr else ""),
+                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]),
+                        train={"lr": lr[0]} if lr else {})
             out.append(Run(kind, budget, 0))
     return out
 
