@@ -75,10 +75,12 @@ TINY_BUDGETS, TINY_SEEDS = (0.5, 1.0), (0,)
 # for the 4x128 final shape on the Xeon with AMX, 14.7k vs 12.1k, a 300-step `growlang run` each);
 # the round-1 protocol runs above keep the settings their committed summaries used.
 PROBE_SETTINGS = {"eval_batches": 64, "precision": "bf16"}
-# (depth, width, ffn[, peak lr]): the lr probes ask whether a higher lr brings the eval loss's late
-# sudden drop (seen at ~30k steps at lr 2e-3) inside a smaller budget.
+# (depth, width, ffn[, train settings]): the lr probes ask whether a higher lr brings the eval
+# loss's late sudden drop (seen at ~30k steps at lr 2e-3) inside a smaller budget; the batch probe
+# whether it comes after a number of steps (then batch 8 halves its cost) or of tokens.
 PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128)),
-          1.0: ((2, 128, 128), (2, 128, 128, "4e-3"), (2, 128, 128, "8e-3"))}
+          1.0: ((2, 128, 128), (2, 128, 128, {"lr": "4e-3"}), (2, 128, 128, {"lr": "8e-3"})),
+          2.0: ((2, 128, 128, {"batch": 8}),)}
 TINY_PROBES = {1.0: ((1, 64, 64),)}
 
 
@@ -131,11 +133,11 @@ def probes(sc: dict, tiny: bool) -> list[Run]:
     """The regime probes: each PROBES shape alone at its budget, seed 0."""
     out = []
     for budget, shapes in (TINY_PROBES if tiny else PROBES).items():
-        for d, w, f, *lr in shapes:
-            kind = Kind(f"size-{d}x{w}f{f}" + (f"-lr{lr[0]}" if lr else ""),
-                        f"probe: {d} layers x {w}, ffn {f} alone" + (f", peak lr {lr[0]}" if lr else ""),
-                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]),
-                        train={"lr": lr[0]} if lr else {})
+        for d, w, f, *settings in shapes:
+            train = settings[0] if settings else {}
+            kind = Kind(f"size-{d}x{w}f{f}" + "".join(f"-{k}{v}" for k, v in train.items()),
+                        f"probe: {d} layers x {w}, ffn {f} alone" + "".join(f", {'peak lr' if k == 'lr' else k} {v}" for k, v in train.items()),
+                        shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]), train=train)
             out.append(Run(kind, budget, 0))
     return out
 
@@ -193,8 +195,9 @@ def steps_for(sc: dict, run: Run, where: Path) -> tuple[int, int]:
         return max(1, round(n)), 0
     probe = plan_of(schedule_text(sc, run, 1, 1 if run.kind.grow else 0), where)
     f_small = probe.stages[0].cost.flops_per_seq
-    if not run.kind.grow:  # one shape alone: the steps that spend the budget
-        return max(1, round(n * f_final / f_small)), 0
+    if not run.kind.grow:  # one shape alone: the steps that spend the budget (a probe may set its batch)
+        batch = int(run.kind.train.get("batch", sc["batch"]))
+        return max(1, round(n * f_final * sc["batch"] / (f_small * batch))), 0
     s = max(1, round(n * f_final / (f_small + f_final)))
     return s, s
 
