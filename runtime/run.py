@@ -131,6 +131,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data, stream_tokens
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
     from growlang.runtime.signals import StopRequest
+    from growlang.runtime.threads import cpu_threads_note
     from growlang.runtime.trainer import NonFiniteLoss, Stopped, Trainer
     from growlang.runtime import distributed
     from growlang.runtime.precision import resolve as resolve_precision
@@ -202,6 +203,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
            if par.is_main else distributed.NullLog())
     if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
         print(precision.describe(), file=sys.stderr)
+    if dev.type == "cpu" and not par.active and (note := cpu_threads_note()):  # --nproc sets threads per rank
+        print(note, file=sys.stderr)
     stop = StopRequest()  # Ctrl-C / SIGTERM: finish the step, write a checkpoint, exit 130
     trainer = Trainer(plan, out, stream, evals, dev, log, stop_after_steps=stop_after_steps, parallel=par,
                       precision=precision, stop=stop)
