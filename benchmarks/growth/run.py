@@ -76,8 +76,9 @@ TINY_BUDGETS, TINY_SEEDS = (0.5, 1.0), (0,)
 # the round-1 protocol runs above keep the settings their committed summaries used.
 PROBE_SETTINGS = {"eval_batches": 64, "precision": "bf16"}
 # (depth, width, ffn[, train settings]): the lr probes ask whether a higher lr brings the eval
-# loss's late sudden drop (seen at ~30k steps at lr 2e-3) inside a smaller budget; the batch probe
-# whether it comes after a number of steps (then batch 8 halves its cost) or of tokens.
+# loss's late sudden drop (seen after ~30M tokens, ~30k steps, at lr 2e-3) inside a smaller budget
+# (it did not); the batch probe whether it comes after a number of steps (then batch 8 would halve
+# its cost) or of tokens (the batch-8 probe's 41.9k steps, 21M tokens, saw none).
 PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128)),
           1.0: ((2, 128, 128), (2, 128, 128, {"lr": "4e-3"}), (2, 128, 128, {"lr": "8e-3"})),
           2.0: ((2, 128, 128, {"batch": 8}),)}
