@@ -209,7 +209,8 @@ def test_cli_run_from_a_grow_file(tmp_path, corpus):
     # the schedule's own warnings (W213 here) come first, then the one error line
     assert again.returncode == 1 and "\nerror: " in "\n" + again.stderr and "--resume" in again.stderr
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0 and "resuming from 2-6" in done.stderr
+    # the run is complete: --resume says so and changes nothing (issue 12 item 24)
+    assert done.returncode == 0 and "nothing to do" in done.stderr and str(tmp_path / "out" / "final") in done.stderr
 
 
 def test_resume_of_a_finished_run_says_complete_or_reexports(tmp_path, corpus, capsys):
