@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from growlang.accounting import reading
     from growlang.families import FAMILIES
     from growlang.plan import Plan
-    from growlang.runtime.data import TokenStream, load_data, stream_tokens
+    from growlang.runtime.data import eval_batches, load_data, stream_tokens
     from growlang.runtime.hf import import_hf
 
     plan = Plan.from_dict(json.loads((a.run_dir / "plan.json").read_text()))
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                      eval_tokens=micro * stream_tokens(r.read_len, "mlm"), progress=False)
     losses = {}
     for seed in a.seeds:
-        stream = TokenStream(data.eval_ids, seed, data.specials, salt="eval")
+        batches = eval_batches(data.eval_ids, a.batches, micro, plan.eval_len, plan.data.mask, data.specials,
+                               mask_seed=seed)  # the run's own eval batches, under another mask draw
         with torch.no_grad():
-            batch_losses = [float(model.loss(b.input_ids, b.positions, b.targets))
-                            for b in (stream.batch(micro, r.read_len, r.predicted, step=i) for i in range(a.batches))]
+            batch_losses = [float(model.loss(b.input_ids, b.positions, b.targets)) for b in batches]
         losses[seed] = sum(batch_losses) / len(batch_losses)
         print(f"mask seed {seed}: eval loss {losses[seed]:.4f} over {a.batches} x {micro} sequences of {plan.eval_len}")
     print(f"spread (max - min) over {len(losses)} mask seeds: {max(losses.values()) - min(losses.values()):.4f} nats")

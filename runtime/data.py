@@ -228,14 +228,15 @@ EVAL_SEED = 0
 
 
 def eval_batches(eval_ids: np.ndarray, n_batches: int, batch: int, length: int, mask: float,
-                 specials: Specials, objective: str = "mlm") -> list[Batch]:
+                 specials: Specials, objective: str = "mlm", mask_seed: int = EVAL_SEED) -> list[Batch]:
     """A fixed list of batches of `len=length` from the start of the held-out stream: the same on
-    every call and for every training seed (EVAL_SEED).
+    every call and for every training seed (EVAL_SEED; `mask_seed` only for measuring how much the
+    masks matter, benchmarks/eval_mask_spread.py).
 
     A held-out stream shorter than n_batches batches wraps around (later batches repeat text, for
     mlm with other masks); `check_enough(..., what="eval")` guarantees at least one full batch.
     """
-    stream = TokenStream(eval_ids, EVAL_SEED, specials, salt="eval", objective=objective)
+    stream = TokenStream(eval_ids, mask_seed, specials, salt="eval", objective=objective)
     r = reading(length, length, 1, mask, objective)
     return [stream.batch(batch, r.read_len, r.predicted, step=i) for i in range(n_batches)]
 

@@ -136,8 +136,9 @@ def probes(sc: dict, tiny: bool) -> list[Run]:
     for budget, shapes in (TINY_PROBES if tiny else PROBES).items():
         for d, w, f, *settings in shapes:
             train = settings[0] if settings else {}
+            what = "".join(f", {'peak lr' if k == 'lr' else k} {v}" for k, v in train.items())
             kind = Kind(f"size-{d}x{w}f{f}" + "".join(f"-{k}{v}" for k, v in train.items()),
-                        f"probe: {d} layers x {w}, ffn {f} alone" + "".join(f", {'peak lr' if k == 'lr' else k} {v}" for k, v in train.items()),
+                        f"probe: {d} layers x {w}, ffn {f} alone{what}",
                         shape=dict(depth=d, width=w, ffn=f, len=sc["final"]["len"]), train=train)
             out.append(Run(kind, budget, 0))
     return out
