@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
+from growlang.runtime.linear_ce import linear_cross_entropy
 from growlang.runtime.roles import Role, init_parameters
 
 
@@ -142,6 +143,12 @@ class Decoder(nn.Module):
         init_parameters(self, param_roles(self.cfg), generator)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> logits (B, T, V)
+        return F.linear(self.hidden(input_ids), self.head_weight())
+
+    def head_weight(self) -> torch.Tensor:  # (V, d): the word embeddings when tied
+        return self.emb.word.weight if self.lm_head is None else self.lm_head.weight
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> final-norm states (B, T, d)
         T = input_ids.shape[1]
         if T > self.cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
@@ -149,9 +156,7 @@ class Decoder(nn.Module):
         rope = rotary(T, self.cfg.head_dim, self.cfg.rope_theta, x.device) if self.cfg.arch.positions == "rope" else None
         for layer in self.layers:
             x = layer(x, rope)
-        x = self.final_norm(x)
-        head = self.emb.word.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, head)
+        return self.final_norm(x)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
@@ -180,8 +185,8 @@ class Decoder(nn.Module):
         if positions.shape[1] != T or (encoder_len is not None and encoder_len != T):
             raise AssertionError(f"a causal LM predicts at all {T} positions; the batch has {positions.shape[1]} "
                                  f"and the plan says {encoder_len}")
-        logits = self(input_ids)  # (B, T, V)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        h = self.hidden(input_ids)  # (B, T, d); the head and the loss fused (runtime/linear_ce.py)
+        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight(), None, targets.reshape(-1))
 
 
 class Embeddings(nn.Module):

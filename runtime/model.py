@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
+from growlang.runtime.linear_ce import linear_cross_entropy
 from growlang.runtime.roles import Role, init_parameters
 
 
@@ -134,8 +135,14 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
                 pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
-        """`encoder_len`, the plan's `Reading.encoder_len`, is asserted against the positions the
-        encoder really runs on (the plan's costs were computed for that length)."""
+        """Logits (B, P, V) at the masked positions, or (B, T, V) at every position without them."""
+        return self.head(self.hidden(input_ids, masked_positions, pool, encoder_len), self.emb.word.weight)
+
+    def hidden(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
+               pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
+        """The last layer's states (B, P, d) at the masked positions (every position without them),
+        before the head. `encoder_len`, the plan's `Reading.encoder_len`, is asserted against the
+        positions the encoder really runs on (the plan's costs were computed for that length)."""
         if pool > 1 and masked_positions is None:
             raise ValueError("pool > 1 needs masked_positions (the pooled stage predicts masked tokens only)")
         x = self.emb(input_ids, masked_positions, pool)  # (B, T_enc, d)
@@ -146,19 +153,19 @@ class Encoder(nn.Module):
         if self.final_ln is not None:
             x = self.final_ln(x)
         if masked_positions is None:
-            return self.head(x, self.emb.word.weight)  # (B, T, V)
+            return x  # (B, T, d)
         P = masked_positions.shape[1]
         if pool > 1:
-            h = x[:, -P:]  # the masked tokens were appended unpooled at the end  (B, P, d)
-        else:
-            idx = masked_positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-            h = torch.gather(x, 1, idx)  # (B, P, d)
-        return self.head(h, self.emb.word.weight)  # (B, P, V)
+            return x[:, -P:]  # the masked tokens were appended unpooled at the end  (B, P, d)
+        return torch.gather(x, 1, masked_positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, P, d)
 
     def loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
              pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
-        logits = self(input_ids, positions, pool, encoder_len)  # (B, P, V)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        """Mean cross-entropy at the masked positions: the head's decoder and the loss fused
+        (runtime/linear_ce.py), the same value as `F.cross_entropy(self(...).float(), targets)`."""
+        h = self.head.transform(self.hidden(input_ids, positions, pool, encoder_len))  # (B, P, d)
+        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.emb.word.weight, self.head.bias,
+                                    targets.reshape(-1))
 
 
 class Embeddings(nn.Module):
@@ -266,6 +273,8 @@ class MLMHead(nn.Module):
         self.ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab))
 
+    def transform(self, h: torch.Tensor) -> torch.Tensor:  # (B, P, d) -> (B, P, d)
+        return self.ln(F.gelu(self.dense(h)))
+
     def forward(self, h: torch.Tensor, word: torch.Tensor) -> torch.Tensor:  # (B, P, d) -> (B, P, V)
-        h = self.ln(F.gelu(self.dense(h)))
-        return F.linear(h, word, self.bias)
+        return F.linear(self.transform(h), word, self.bias)

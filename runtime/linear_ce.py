@@ -1,0 +1,58 @@
+"""The output layer and its cross-entropy in one autograd step: `linear_cross_entropy`.
+
+Why: on a CPU the head's (N, V) logits cost more around their GEMM than in it. The unfused path
+(`F.linear` then `F.cross_entropy`) writes the logits, casts them to fp32, runs log_softmax
+forward, the NLL forward, and in backward a zero-filled NLL gradient, the log_softmax backward
+and a cast back: about ten passes over N x V elements, none of them counted as FLOPs. These are a
+fixed cost per predicted token that does not shrink with the model's depth or FFN, so they make a
+grown model's small first stage slower per FLOP than its last (issue 11). Here the gradient
+of the mean loss with respect to the logits, softmax(z) - onehot(t), is made in the forward pass
+in log_softmax's own buffer (exp in place, minus one at the targets): the forward's passes plus
+one, and the backward is the two GEMMs and the bias sum. The 1/N of the mean and the incoming
+gradient scale the small (N, d), (V, d) and (V,) results, not the (N, V) one.
+
+Numerically it is the unfused computation: the same log_softmax in fp32 of the same logits (bf16
+under autocast, as `F.linear` makes them there), the same mean; the gradient differs from
+autograd's by rounding only (tests/runtime/test_linear_ce.py bounds both against the unfused path).
+Deterministic on CPU like the ops it uses, so the fp32 resume guarantee holds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
+        logits = F.linear(h, weight, bias)  # (N, V), in autocast's dtype where it is on
+        logp = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (N, V)
+        compute_dtype = logits.dtype  # the backward GEMMs run in it, as autograd's would
+        del logits
+        n = logp.shape[0]
+        loss = -logp.gather(1, targets[:, None]).mean()
+        grad = logp.exp_()  # softmax(z), in place
+        grad.scatter_add_(1, targets[:, None], grad.new_full((n, 1), -1.0))  # softmax - onehot
+        ctx.save_for_backward(h, weight, grad.to(compute_dtype))
+        ctx.n = n
+        ctx.has_bias = bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        h, weight, grad = ctx.saved_tensors  # grad: d(sum of losses)/d(logits), (N, V)
+        scale = g / ctx.n  # the mean's 1/N and the incoming gradient, applied to the small results
+        dt = grad.dtype
+        grad_h = (grad @ weight.to(dt)).mul_(scale).to(h.dtype)  # (N, d)
+        grad_w = (grad.t() @ h.to(dt)).mul_(scale).to(weight.dtype)  # (V, d)
+        grad_b = grad.sum(0, dtype=torch.float32).mul_(scale) if ctx.has_bias else None  # (V,)
+        return grad_h, grad_w, grad_b, None
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor) -> torch.Tensor:
+    """mean over rows of cross_entropy(h @ weight.T + bias, targets): h (N, d), weight (V, d),
+    bias (V,) or None, targets (N,) int64. Equal to `F.cross_entropy(F.linear(h, weight,
+    bias).float(), targets)` up to rounding, with fewer passes over the (N, V) logits."""
+    return _LinearCrossEntropy.apply(h, weight, bias, targets)
