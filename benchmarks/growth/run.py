@@ -79,9 +79,14 @@ PROBE_SETTINGS = {"eval_batches": 64, "precision": "bf16"}
 # loss's late sudden drop (seen after ~30M tokens, ~30k steps, at lr 2e-3) inside a smaller budget
 # (it did not); the batch probe whether it comes after a number of steps (then batch 8 would halve
 # its cost) or of tokens (the batch-8 probe's 41.9k steps, 21M tokens, saw none).
+# The curve probes at 8x (decay constant after the warm-up, 24 evaluations) ask where, past the
+# drop, a 2-layer model overtakes a 1-layer one at equal FLOPs: the smallest final/small pair for
+# which check (b) can hold (report.py tabulates their losses on a common FLOPs grid).
+CURVE = {"decay": "constant", "evals": 24}
 PROBES = {4.0: ((4, 128, 512), (2, 128, 128), (4, 128, 256), (2, 128, 256), (1, 128, 128)),
           1.0: ((2, 128, 128), (2, 128, 128, {"lr": "4e-3"}), (2, 128, 128, {"lr": "8e-3"})),
-          2.0: ((2, 128, 128, {"batch": 8}),)}
+          2.0: ((2, 128, 128, {"batch": 8}),),
+          8.0: ((1, 128, 128, CURVE), (2, 128, 256, CURVE))}
 TINY_PROBES = {1.0: ((1, 64, 64),)}
 
 
@@ -146,11 +151,11 @@ def probes(sc: dict, tiny: bool) -> list[Run]:
 
 def header(sc: dict, run: Run, steps: int) -> str:
     warm = max(1, round(sc["warmup_frac"] * steps))
-    every = max(1, steps // sc["evals"])
+    settings = dict(run.kind.train)
+    every = max(1, steps // settings.pop("evals", sc["evals"]))  # `evals`: how many, not a train key
     train = {"batch": sc["batch"], "lr": sc["lr"], "warmup": warm, "decay": "linear", "seed": run.seed,
              "eval_every": every, "eval_batches": sc["eval_batches"], "log_every": every, "checkpoint_every": 0,
-             **({"precision": sc["precision"]} if "precision" in sc else {}),
-             **run.kind.train}
+             **({"precision": sc["precision"]} if "precision" in sc else {}), **settings}
     return (f"model {sc['family']} {{ vocab={sc['vocab']} head_dim={sc['head_dim']} max_len={sc['max_len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
             "train { " + " ".join(f"{k}={v}" for k, v in train.items()) + " }\n")
