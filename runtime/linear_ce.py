@@ -7,8 +7,8 @@ and a cast back: about ten passes over N x V elements, none of them counted as F
 fixed cost per predicted token that does not shrink with the model's depth or FFN, so they make a
 grown model's small first stage slower per FLOP than its last (issue 11). Here the gradient
 of the mean loss with respect to the logits, softmax(z) - onehot(t), is made in the forward pass
-in log_softmax's own buffer (exp in place, minus one at the targets): the forward's passes plus
-one, and the backward is the two GEMMs and the bias sum. The 1/N of the mean and the incoming
+from log_softmax's output (its exp, minus one at the targets): the forward's passes plus one,
+and the backward is the two GEMMs and the bias sum. The 1/N of the mean and the incoming
 gradient scale the small (N, d), (V, d) and (V,) results, not the (N, V) one.
 
 Numerically it is the unfused computation: the same log_softmax in fp32 of the same logits (bf16
@@ -31,10 +31,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         compute_dtype = logits.dtype  # the backward GEMMs run in it, as autograd's would
         del logits
         n = logp.shape[0]
-        loss = -logp.gather(1, targets[:, None]).mean()
-        grad = logp.exp_()  # softmax(z), in place
-        grad.scatter_add_(1, targets[:, None], grad.new_full((n, 1), -1.0))  # softmax - onehot
-        ctx.save_for_backward(h, weight, grad.to(compute_dtype))
+        at_target = logp.gather(1, targets[:, None])  # (N, 1)
+        loss = -at_target.mean()
+        # softmax(z) in the backward GEMMs' dtype: in place where that is fp32, else written straight
+        # into a bf16/fp16 buffer (one pass, not exp then cast); then p - 1 at the targets, from fp32
+        grad = logp.exp_() if compute_dtype == logp.dtype else torch.exp(logp, out=torch.empty_like(logp, dtype=compute_dtype))
+        del logp
+        grad.scatter_(1, targets[:, None], (at_target.exp() - 1.0).to(compute_dtype))  # softmax - onehot
+        ctx.save_for_backward(h, weight, grad)
         ctx.n = n
         ctx.has_bias = bias is not None
         return loss
@@ -46,7 +50,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dt = grad.dtype
         grad_h = (grad @ weight.to(dt)).mul_(scale).to(h.dtype)  # (N, d)
         grad_w = (grad.t() @ h.to(dt)).mul_(scale).to(weight.dtype)  # (V, d)
-        grad_b = grad.sum(0, dtype=torch.float32).mul_(scale) if ctx.has_bias else None  # (V,)
+        # the bias gradient in the GEMMs' dtype, as autograd's addmm backward makes it (summing a bf16
+        # tensor accumulates in fp32; asking for an fp32 result would first copy all N x V to fp32)
+        grad_b = grad.sum(0).float().mul_(scale) if ctx.has_bias else None  # (V,)
         return grad_h, grad_w, grad_b, None
 
 
