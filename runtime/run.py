@@ -127,6 +127,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
 
     from growlang.runtime import checkpoint as ck
     from growlang.accounting import reading
+    from growlang.runtime.allocator import keep_freed_memory
     from growlang.families import FAMILIES
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data, stream_tokens
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
@@ -138,6 +139,8 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
 
     par = distributed.setup(resolve_device(device), plan)  # one process, or a rank of torchrun's
     dev = par.device
+    if dev.type == "cpu":
+        keep_freed_memory()  # each step's big tensors reuse warm pages (runtime/allocator.py)
     precision = resolve_precision(plan.train.precision, dev)  # fp16 off CUDA stops here, before the data
     ckdir = out / "checkpoints"
     start, old = None, None
