@@ -122,6 +122,15 @@ def test_crossing_interpolates_in_log_flops():
     assert report.crossing(pts, 7.5) == (None, None)  # already below at the smallest budget: not bracketed
 
 
+def test_equal_flops_rows_interpolate_each_curve_and_name_the_lowest():
+    report = growth_module() and importlib.import_module("report")
+    curves = [{"schedule": "size-1x", "curve": {"flops": [1.0, 2.0, 3.0], "loss": [5.0, 4.0, 3.0]}},
+              {"schedule": "size-2x", "curve": {"flops": [1.5, 3.0], "loss": [4.5, 2.5]}}]
+    assert report.equal_flops_rows(curves, 3.0, points=3) == [
+        ["1", "5.000", "-", "1x"], ["2", "4.000", "3.833", "2x"], ["3", "3.000", "2.500", "2x"]]
+    assert report.interpolate([1.0, 2.0], [5.0, 4.0], 2.5) is None  # past the end: not extrapolated
+
+
 def test_downstream_split_is_by_address():
     sides = growth_module() and importlib.import_module("downstream").addresses_by_side()
     assert sides["dev"] and sides["train"] and not sides["dev"] & sides["train"]

@@ -221,10 +221,41 @@ def write_probes(sc: dict, runs, texts: dict, summaries: Path, docs: Path, out: 
          f"- missing: {', '.join(missing) or 'none'}\n",
          table(["budget (FLOPs)", "depth x width, ffn", "steps", "tokens", "epochs", "eval loss", "below unigram",
                 "dev acc", "train s", "eval loss at each eval"], rows), ""]
+    for b in budgets:  # curve probes: shapes side by side at equal FLOPs, where one overtakes another
+        curves = sorted((r for r in b["runs"] if "decayconstant" in r["schedule"]), key=lambda r: r["schedule"])
+        if len(curves) > 1:
+            L += [f"## Equal FLOPs at budget {b['fraction']:g}: eval loss of the curve probes (constant LR after "
+                  "the warm-up, so not fully decayed: where the curves cross, not the protocol's losses), "
+                  "interpolated linearly in FLOPs between evaluations\n",
+                  table(["FLOPs"] + [r["schedule"].removeprefix("size-") for r in curves] + ["lowest"],
+                        equal_flops_rows(curves, b["flops"])), ""]
     text = "\n".join(L)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "results-probes.md").write_text(text)
     return text
+
+
+def equal_flops_rows(curves: list[dict], flops: float, points: int = 12) -> list[list[str]]:
+    """Each curve's eval loss at `points` evenly spaced FLOPs up to `flops` ("-" before its first
+    evaluation), and which curve is lowest there."""
+    rows = []
+    for k in range(1, points + 1):
+        f = flops * k / points
+        at = [interpolate(r["curve"]["flops"], r["curve"]["loss"], f) for r in curves]
+        known = [(y, r["schedule"].removeprefix("size-")) for y, r in zip(at, curves) if y is not None]
+        rows.append([f"{f:.3g}"] + ["-" if y is None else f"{y:.3f}" for y in at] + [min(known)[1] if known else "-"])
+    return rows
+
+
+def interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
+    """ys at x, linear between the neighbouring xs; the last y a little past the end (a run's final
+    eval sits at its budget up to whole steps); None before the first x."""
+    if not xs or x < xs[0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return ys[-1] if x <= xs[-1] * 1.01 else None
 
 
 def cpu_model() -> str:
