@@ -318,6 +318,7 @@ def markdown(sc, budgets, entropy, chk, sp, missing, machine, kinds, full) -> st
     L.append(f"- eval: MLM loss (nats) on {sc['eval_batches']} x {sc['batch']} held-out sequences of length "
              f"{fin['len']} from the fixed held-out paragraphs (1% of the corpus), at each run's end (after the "
              "LR reached 0)")
+    L.append(epochs_line(budgets, entropy, kinds))
     L.append("- downstream: period of the address (4 classes: " + ", ".join(p[2] for p in _periods()) +
              "), paragraphs, train/dev split by address (every 5th address is dev); "
              "AutoModelForSequenceClassification from the run's final/, fixed recipe, best dev accuracy of the "
@@ -366,6 +367,23 @@ def markdown(sc, budgets, entropy, chk, sp, missing, machine, kinds, full) -> st
     L.append(f"Total process time of the finished runs (training + fine-tuning, run side by side): {total / 3600:.2f} "
              "h.\n")
     return "\n".join(L)
+
+
+def epochs_line(budgets, entropy, kinds) -> str:
+    """How many passes over the corpus each schedule's top-budget runs read, and whether their eval
+    loss rose from its minimum by the end (with the LR decaying to 0, a rise is overfitting)."""
+    if not (budgets and entropy):
+        return "- corpus epochs at the top budget: not known yet"
+    parts = []
+    for k in kinds:
+        rs = [r for r in budgets[-1]["runs"] if r["schedule"] == k]
+        if rs:
+            rise = max(r["curve"]["loss"][-1] - min(r["curve"]["loss"]) for r in rs)
+            parts.append(f"{k} {mean([r['tokens'] for r in rs]) / entropy['tokens']:.1f} (final eval "
+                         f"{rise:+.3f} nats from its curve's lowest)")
+    return ("- corpus epochs read at the top budget (the corpus is " f"{entropy['tokens'] / 1e6:.2f}M tokens): "
+            + ("; ".join(parts) or "no run yet") + ". An eval loss that ends above its curve's lowest point "
+            "while the LR decays would be overfitting; +0.000 means the last evaluation was the lowest")
 
 
 def _periods():
