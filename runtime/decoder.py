@@ -142,8 +142,13 @@ class Decoder(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         init_parameters(self, param_roles(self.cfg), generator)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> logits (B, T, V)
-        return F.linear(self.hidden(input_ids), self.head_weight())
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with `targets` (B, T), their mean cross-entropy instead, the head and
+        the loss fused (runtime/linear_ce.py; in forward, where FSDP gathers the parameters)."""
+        h = self.hidden(input_ids)  # (B, T, d)
+        if targets is None:
+            return F.linear(h, self.head_weight())
+        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight(), None, targets.reshape(-1))
 
     def head_weight(self) -> torch.Tensor:  # (V, d): the word embeddings when tied
         return self.emb.word.weight if self.lm_head is None else self.lm_head.weight
@@ -185,8 +190,7 @@ class Decoder(nn.Module):
         if positions.shape[1] != T or (encoder_len is not None and encoder_len != T):
             raise AssertionError(f"a causal LM predicts at all {T} positions; the batch has {positions.shape[1]} "
                                  f"and the plan says {encoder_len}")
-        h = self.hidden(input_ids)  # (B, T, d); the head and the loss fused (runtime/linear_ce.py)
-        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight(), None, targets.reshape(-1))
+        return self(input_ids, targets)
 
 
 class Embeddings(nn.Module):

@@ -134,9 +134,17 @@ class Encoder(nn.Module):
         init_parameters(self, param_roles(self.cfg), generator)
 
     def forward(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
-                pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
-        """Logits (B, P, V) at the masked positions, or (B, T, V) at every position without them."""
-        return self.head(self.hidden(input_ids, masked_positions, pool, encoder_len), self.emb.word.weight)
+                pool: int = 1, encoder_len: int | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, P, V) at the masked positions, or (B, T, V) at every position without them;
+        with `targets` (B, P), their mean cross-entropy instead, the head's decoder and the loss
+        fused (runtime/linear_ce.py). The loss is computed here, not beside forward, because FSDP
+        gathers the sharded parameters in the module's forward hooks."""
+        h = self.hidden(input_ids, masked_positions, pool, encoder_len)
+        if targets is None:
+            return self.head(h, self.emb.word.weight)
+        h = self.head.transform(h)  # (B, P, d)
+        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.emb.word.weight, self.head.bias,
+                                    targets.reshape(-1))
 
     def hidden(self, input_ids: torch.Tensor, masked_positions: torch.Tensor | None = None,
                pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
@@ -161,11 +169,9 @@ class Encoder(nn.Module):
 
     def loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
              pool: int = 1, encoder_len: int | None = None) -> torch.Tensor:
-        """Mean cross-entropy at the masked positions: the head's decoder and the loss fused
-        (runtime/linear_ce.py), the same value as `F.cross_entropy(self(...).float(), targets)`."""
-        h = self.head.transform(self.hidden(input_ids, positions, pool, encoder_len))  # (B, P, d)
-        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.emb.word.weight, self.head.bias,
-                                    targets.reshape(-1))
+        """Mean cross-entropy at the masked positions, the same value as
+        `F.cross_entropy(self(...).float(), targets)`."""
+        return self(input_ids, positions, pool, encoder_len, targets=targets)
 
 
 class Embeddings(nn.Module):
