@@ -52,7 +52,7 @@ def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tupl
     """(tokens/s and FLOP/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
     path.write_text(schedule(c, precision))
-    rows = run_growlang(path, threads, workdir)
+    rows = [r for r in run_growlang(path, threads, workdir) if r.get("kind") == "train"]
     a = next(r for r in rows if r["step"] == c["skip"])
     b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
     seconds = b["time"] - a["time"]
@@ -60,7 +60,7 @@ def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tupl
 
 
 def run_growlang(path: Path, threads: int, workdir: Path) -> list[dict]:
-    """The train records of a `growlang run` of `path` on the CPU with `threads` threads."""
+    """The metrics.jsonl records of a `growlang run` of `path` on the CPU with `threads` threads."""
     out = workdir / f"run-{time.monotonic_ns()}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", "cpu"],
@@ -68,7 +68,7 @@ def run_growlang(path: Path, threads: int, workdir: Path) -> list[dict]:
     if p.returncode != 0:
         raise SystemExit(f"growlang run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return [r for r in rows if r.get("kind") == "train"]
+    return rows
 
 
 def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
@@ -128,18 +128,23 @@ def cpu_model() -> str:
     return f"{device_name(torch.device('cpu'))} (bf16 instructions: {', '.join(flags) or 'none'})"
 
 
-def compound_stages(path: Path, threads: int, workdir: Path, precision: str, steps: int, skip: int) -> list[tuple]:
-    """(stage, FLOPs per step, seconds per FLOP, seconds per FLOP of its GEMMs alone) of each stage of
-    the compound schedule `path` (an encoder family: stage_gemms), run
+def compound_stages(path: Path, threads: int, workdir: Path, precision: str, attention: str, steps: int,
+                    skip: int) -> list[tuple]:
+    """(stage, FLOPs per step, seconds per FLOP, seconds per FLOP of its GEMMs alone, attention kernel)
+    of each stage of the compound schedule `path` (an encoder family: stage_gemms) with
+    `train { precision=... attention=... }` as given, run
     as `growlang run` with `steps` steps per stage, no evaluation but the stages' ends: seconds
     per FLOP is the training-step time over the plan's FLOPs of the records after the first `skip`
     steps of each stage (metrics.jsonl's flops_per_s, whose windows exclude evaluation)."""
     import re
 
     text = re.sub(r"steps=\d+", f"steps={steps}", path.read_text())
-    for key, value in (("eval_every", 0), ("checkpoint_every", 0), ("log_every", 1), ("precision", precision)):
-        text = re.sub(rf"{key}=\S+", f"{key}={value}", text)
-    grow = workdir / f"compound-{precision}.grow"
+    for key, value in (("eval_every", 0), ("checkpoint_every", 0), ("log_every", 1), ("precision", precision),
+                       ("attention", attention)):
+        text, found = re.subn(rf"\b{key}=\S+", f"{key}={value}", text)
+        if not found:
+            text = re.sub(r"train\s*\{", f"train {{ {key}={value}", text, count=1)
+    grow = workdir / f"compound-{precision}-{attention}.grow"
     grow.write_text(text)
     import torch
 
@@ -150,13 +155,15 @@ def compound_stages(path: Path, threads: int, workdir: Path, precision: str, ste
     if FAMILIES[plan.model.family].objective != "mlm":
         raise SystemExit(f"{path}: --compound takes an encoder schedule (bert, bert-preln), not {plan.model.family}")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    rows = run_growlang(grow, threads, workdir)
+    records = run_growlang(grow, threads, workdir)
+    rows = [r for r in records if r.get("kind") == "train"]
+    kernels = {r["stage"]: r["name"] for r in records if r.get("kind") == "attention"}
     out = []
     for stage in dict.fromkeys(r["stage"] for r in rows):
         timed = [r for r in rows if r["stage"] == stage and r["stage_step"] > skip and "eval_loss" not in r]
         per_step = (timed[-1]["flops"] - timed[0]["flops"]) / (timed[-1]["stage_step"] - timed[0]["stage_step"])
         gemm = gemm_seconds_per_flop(stage_gemms(plan.stage(stage), plan.model.vocab), dtype)
-        out.append((stage, per_step, statistics.median(1 / r["flops_per_s"] for r in timed), gemm))
+        out.append((stage, per_step, statistics.median(1 / r["flops_per_s"] for r in timed), gemm, kernels[stage]))
     return out
 
 
@@ -305,17 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.compound_steps:
         say(f"\ncompound schedule {a.compound.relative_to(ROOT) if a.compound.is_relative_to(ROOT) else a.compound}, "
             f"{a.compound_steps} steps per stage (first {c['skip']} not timed), its shapes and batch, growlang run")
-        say(f"{'precision':<9} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} {'of ceiling':>10} "
-            f"{'s/FLOP vs last stage':>20} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
+        say(f"{'precision':<9} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
+            f"{'of ceiling':>10} {'s/FLOP vs last stage':>20} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
             for precision in ("fp32", "bf16"):
-                stages = compound_stages(a.compound, a.threads, Path(tmp), precision, a.compound_steps, c["skip"])
-                last, last_gemm = stages[-1][2], stages[-1][3]
-                for stage, per_step, spf, gemm in stages:
-                    say(f"{precision:<9} {stage:<6} {per_step:>10.3g} {per_step * spf:>7.3f} {1 / spf / 1e9:>8.1f} "
-                        f"{1 / spf / 1e9 / ceilings[precision]:>10.0%} {spf / last:>19.2f}x {1 / gemm / 1e9:>20.1f} "
-                        f"{gemm / last_gemm:>12.2f}x")
-        say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'GEMMs alone' "
+                for attention in ("fused", "auto"):  # torch's dispatch, and the per-stage probe (runtime/attention.py)
+                    stages = compound_stages(a.compound, a.threads, Path(tmp), precision, attention,
+                                             a.compound_steps, c["skip"])
+                    last, last_gemm = stages[-1][2], stages[-1][3]
+                    for stage, per_step, spf, gemm, kernel in stages:
+                        used = attention if attention == kernel else f"{attention}: {kernel}"
+                        say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf:>7.3f} "
+                            f"{1 / spf / 1e9:>8.1f} {1 / spf / 1e9 / ceilings[precision]:>10.0%} {spf / last:>19.2f}x "
+                            f"{1 / gemm / 1e9:>20.1f} {gemm / last_gemm:>12.2f}x")
+        say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'attention' is "
+            "train.attention and, after 'auto:', the kernel each stage's probe chose. 'GEMMs alone' "
             "times the stage's own matrix products (forward and backward, the masked-only head) one by one in "
             "the same precision: their ratio is what the matmuls alone would cost per FLOP, small stage vs big; the "
             "rest of the trainer's ratio is work around them (optimizer, head softmax, norms, pooling)")

@@ -59,7 +59,7 @@ def assemble(checked: CheckedSchedule) -> Plan:
     policy, rewarm = t.lr_on_grow
     train = TrainSpec(t.batch, micro, t.lr, warmup, t.decay, t.min_lr, t.optimizer, t.weight_decay, t.beta1,
                       t.beta2, t.eps, t.grad_clip, t.precision, t.seed, t.on_grow, policy, rewarm, t.eval_every,
-                      t.eval_batches, t.checkpoint_every, t.log_every, t.sharding, t.compile)
+                      t.eval_batches, t.checkpoint_every, t.log_every, t.sharding, t.compile, t.attention)
     return Plan(
         name=c.path.stem,
         source=str(c.path.absolute()),

@@ -69,15 +69,24 @@ def key(device: torch.device, dtype: torch.dtype) -> str:
 
 def ceiling(device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None) -> float:
     """The cached FLOP/s ceiling of `device` in `dtype`, measured on the first call for its key."""
-    path = cache_root(cache_dir) / "ceilings.json"
-    k = key(device, dtype)
+    return float(cached("ceilings.json", key(device, dtype), lambda: measure(device, dtype),
+                        lambda v: isinstance(v, (int, float)) and v > 0, cache_dir))
+
+
+def cached(filename: str, k: str, measure_once, valid, cache_dir: Path | None = None):
+    """`$GROWLANG_CACHE/<filename>`'s entry `k` where `valid(entry)`, else `measure_once()`, stored
+    there first. Shared by the per-device measurements (this file's ceilings, runtime/attention.py's
+    kernel choice): one machine measures once and every later run on it reads the same value."""
+    path = cache_root(cache_dir) / filename
     try:
         table = json.loads(path.read_text())
     except (OSError, ValueError):
         table = {}
-    if isinstance(table.get(k), (int, float)) and table[k] > 0:
-        return float(table[k])
-    table[k] = measure(device, dtype)
+    if not isinstance(table, dict):
+        table = {}
+    if k in table and valid(table[k]):
+        return table[k]
+    table[k] = measure_once()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: ranks and runs may probe at once
     tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")

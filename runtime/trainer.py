@@ -28,6 +28,7 @@ from growlang.runtime.lr_schedule import offsets, stage_schedules
 from growlang.runtime.metrics import (MetricsLog, Progress, StageSummary, announce_growth, announce_stage,
                                       summaries_from_json, summaries_to_json)
 from growlang.runtime.architectures import ModelConfig, build, config_from_dict, config_from_plan, param_roles
+from growlang.runtime import attention as attn
 from growlang.runtime.operators import carry_optimizer_state, grow
 from growlang.runtime.ceiling import ceiling, dtype_of
 from growlang.runtime.distributed import ModelLoss, NullProgress, Parallel
@@ -74,6 +75,7 @@ class Trainer:
         self.cfg: ModelConfig | None = None
         self.model: torch.nn.Module | None = None  # Encoder or Decoder
         self.opt: torch.optim.Optimizer | None = None
+        self.attention = attn.AttentionChoice("fused", "fused", "torch's dispatch")  # the stage's kernel
         self.stage_step = 0  # steps done in the current stage
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}  # cumulative along the path
         self.last_loss: float | None = None
@@ -118,6 +120,8 @@ class Trainer:
         torch.manual_seed(self.plan.train.seed)
         self.stream.load_state_dict(self.stream_start)
         self.build(config_from_plan(self.plan.model, self.stage.shape))
+        self.choose_attention()
+        self.log_attention()
         self.par.seed_dropout(self.plan.train.seed, self.offsets[self.stage.name])
         self.stage_step = 0
         self.counters = {"tokens": 0, "flops": 0.0, "time": 0.0}
@@ -129,6 +133,7 @@ class Trainer:
         self.stage_index, self.stage = index, self.plan.stages[index]
         self.build(config_from_dict(st["config"]), c.model_state())
         self.par.load_optimizer_state(self.opt, self.model, c.optimizer_state())
+        self.attention = attn.AttentionChoice.from_json(st.get("attention"))  # the kernel the stage began with
         self.restore_common(st)
         self.stage_step = st["stage_step"]
         self.summaries.update({s.stage: s for s in summaries_from_json(st["summaries"])})
@@ -150,11 +155,12 @@ class Trainer:
         old_state = parent.model_state()
         old_model = build(old_cfg)
         old_model.load_state_dict(old_state)
-        before = self.evaluate(old_model.to(self.device))
+        before = self.evaluate(old_model.to(self.device), attn.AttentionChoice.from_json(parent.state.get("attention")))
         gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + index)
         new_state, maps = grow(old_state, old_cfg, new_cfg, trans.ops, gen)
         pause("growth", self.stage.name)  # scripts/kill_resume.py kills here; a no-op otherwise
         self.build(new_cfg, new_state)
+        self.choose_attention()
         after = self.evaluate(self.model)
         if self.plan.train.on_grow == "carry":
             self.par.load_optimizer_state(self.opt, self.model, carry_optimizer_state(parent.optimizer_state(), maps))
@@ -171,6 +177,20 @@ class Trainer:
         self.log.write(record)
         if self.par.is_main:
             announce_growth(record, self.plan.stage(trans.src).shape, self.stage.shape)
+        self.log_attention()  # after the growth record: readers take records in the order things happened
+
+    def choose_attention(self) -> None:
+        """The new stage's attention kernel (runtime/attention.py): rank 0 resolves it, every rank runs it."""
+        s = self.stage
+        shape = attn.stage_shape(self.plan, s, min(s.micro_batch, s.batch // self.par.world_size))
+        self.attention = self.par.on_main(lambda: attn.resolve(self.plan.train.attention, shape, dtype_of(self.precision),
+                                                               self.device, compiled=self.compilation.on))
+
+    def log_attention(self) -> None:
+        s = self.stage
+        self.log.write({"kind": "attention", "stage": s.name, "step": self.offsets[s.name], **self.attention.to_json()})
+        if self.par.is_main and self.plan.train.attention != "fused":
+            print(f"== stage {s.name}: {self.attention.describe()}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------- loop
     def autocast(self):
@@ -179,12 +199,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module) -> float:
+    def evaluate(self, model: torch.nn.Module, attention: attn.AttentionChoice | None = None) -> float:
+        """Mean eval loss, with the kernel `model`'s stage trains with (default: the current stage's)."""
         was_training = model.training
         model.eval()
         total = 0.0
         for b in self.eval_set:
-            with self.autocast():
+            with self.autocast(), (attention or self.attention).kernel():
                 loss = model.loss(b.input_ids.to(self.device), b.positions.to(self.device),
                                   b.targets.to(self.device), pool=1)
             total += float(loss)
@@ -211,7 +232,7 @@ class Trainer:
         for i in range(0, rows, micro):
             ids, pos, tgt = (x[i:i + micro].to(self.device) for x in (batch.input_ids, batch.positions, batch.targets))
             with self.replica.sync(last=i + micro >= rows):  # reduce gradients once per step
-                with self.autocast():
+                with self.autocast(), self.attention.kernel():
                     loss = self.loss_fn(ids, pos, tgt, s.reading.pool, s.reading.encoder_len) * (ids.shape[0] / rows)
                 total += loss.detach()
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -327,6 +348,7 @@ class Trainer:
             "summaries": summaries_to_json(list(self.summaries.values())),
             "metrics_bytes": self.log.size(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "attention": self.attention.to_json(),  # a resumed stage runs the same kernel (runtime/attention.py)
         }
         model_state = self.par.full_state(self.model)  # every rank: a collective under FSDP
         opt_state = self.par.optimizer_state(self.opt, self.model)

@@ -77,6 +77,9 @@ def test_trainer_speed_tiny(tmp_path):
     assert "growlang fp32 / HF fp32" in out and "matmul ceiling" in out
     saved = (tmp_path / "t.txt").read_text()
     assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
+    compound = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
+    assert {r.split()[1] for r in compound} == {"fused", "auto:"}  # each precision with either kernel setting
+    assert len(compound) == 2 * 2 * 3  # fp32 and bf16, fused and auto, the quickstart's three stages
 
 
 def test_model_speed_tiny():

@@ -50,7 +50,9 @@ def test_outputs_and_metrics(finished, capsys):
     assert train[-1]["flops"] == pytest.approx(flops)
     assert all(a["time"] <= b["time"] for a, b in zip(train, train[1:]))
     growth = [r for r in rows if r["kind"] == "growth"]
-    assert len(growth) == 1 and rows.index(growth[0]) == 4
+    assert len(growth) == 1 and rows.index(growth[0]) == 5  # after small's kernel and its 4 steps
+    kernels = [i for i, r in enumerate(rows) if r["kind"] == "attention"]  # each stage's, as it starts
+    assert kernels == [0, 6] and [rows[i]["name"] for i in kernels] == ["fused", "fused"]
     g = growth[0]
     assert (g["stage"], g["src"], g["step"]) == ("big", "small", 4)
     assert g["eval_loss_before"] == pytest.approx(train[3]["eval_loss"], abs=1e-6)

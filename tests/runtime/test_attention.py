@@ -1,0 +1,153 @@
+"""`train { attention=... }`: the kernel decision per stage (the timing probe mocked), its cache,
+the two kernels' agreement, and a resumed stage that keeps the kernel it began with."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from growlang.compiler import compile_text
+from growlang.runtime import attention as attn
+from growlang.runtime.metrics import read_metrics
+from growlang.runtime.run import run_plan
+
+try:
+    from test_trainer_plans import grow_all_plan, on_corpus
+except ImportError:  # tests collected as a package
+    from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
+
+CPU = torch.device("cpu")
+SHAPE = attn.AttentionShape(depth=2, micro_batch=4, heads=2, length=16, head_dim=8, causal=False, dropout=0.0)
+
+
+def timer(fused: float, math: float, calls: list | None = None):
+    def time_kernels(shape, dtype, device):
+        if calls is not None:
+            calls.append((shape, dtype))
+        return {"fused": fused, "math": math}
+    return time_kernels
+
+
+@pytest.mark.parametrize("fused, math, name", [(1.0, 0.5, "math"), (1.0, 0.95, "fused"), (0.5, 1.0, "fused")])
+def test_auto_keeps_math_only_when_clearly_faster(tmp_path, fused, math, name):
+    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(fused, math))
+    assert (c.requested, c.name) == ("auto", name)
+    assert "(4, 2, 16, 8) bfloat16" in c.why and f"{fused * 1e3:.2f} ms fused" in c.why  # what it rests on
+
+
+def test_the_probe_is_cached_per_shape_and_dtype(tmp_path):
+    calls = []
+    for _ in range(2):
+        attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
+    assert len(calls) == 1  # the second run on this machine reads the first one's measurement
+    attn.resolve("auto", SHAPE, torch.float32, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
+    longer = attn.AttentionShape(**{**SHAPE.__dict__, "length": 32})
+    attn.resolve("auto", longer, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
+    assert len(calls) == 3
+    table = json.loads((tmp_path / "attention.json").read_text())
+    assert len(table) == 3 and all(set(v) == {"fused", "math"} for v in table.values())
+
+
+def test_what_auto_does_not_probe(tmp_path):
+    never = timer(1.0, 0.1, calls := [])
+    assert attn.resolve("fused", SHAPE, torch.bfloat16, CPU, timer=never).why == "as the schedule asks"
+    assert attn.resolve("math", SHAPE, torch.bfloat16, CPU, timer=never).name == "math"
+    assert attn.resolve("auto", SHAPE, torch.bfloat16, torch.device("cuda", 0), timer=never).name == "fused"
+    assert "compiled" in attn.resolve("auto", SHAPE, torch.bfloat16, CPU, compiled=True, timer=never).why
+    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # CPU dispatch: math in training already
+    assert "dropout 0.1" in attn.resolve("auto", dropped, torch.bfloat16, CPU, timer=never).why
+    huge = attn.AttentionShape(depth=24, micro_batch=8, heads=16, length=4096, head_dim=64, causal=True, dropout=0.0)
+    c = attn.resolve("auto", huge, torch.bfloat16, CPU, cache_dir=tmp_path, timer=never)
+    assert c.name == "fused" and "GiB of scores" in c.why
+    assert calls == []
+
+
+def test_the_probe_times_both_kernels_and_leaves_the_rng_alone():
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1, "causal": True})
+    times = attn.time_kernels(dropped, torch.float32, CPU)
+    assert set(times) == {"fused", "math"} and all(t > 0 for t in times.values())
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_kernels_agree(causal):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 21, 8, generator=g, requires_grad=True) for _ in range(3))
+    out = {}
+    for name in attn.KERNELS:
+        with attn.AttentionChoice(name, name, "").kernel():
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out[name] = (y, *torch.autograd.grad(y.square().sum(), (q, k, v)))
+    for a, b in zip(out["fused"], out["math"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_schedule_key():
+    head = "model bert { vocab=64 head_dim=16 max_len=16 }\n"
+    stage = "stage 1: depth=1 width=32 ffn=64 len=16 steps=2\n"
+    assert compile_text(head + stage).plan.train.attention == "fused"  # the default: as before the option
+    assert compile_text(head + "train { attention=auto }\n" + stage).plan.train.attention == "auto"
+    bad = compile_text(head + "train { attention=flash }\n" + stage)
+    assert not bad.ok and any("`attention`" in d.message and "`math`" in d.hint for d in bad.diagnostics)
+
+
+def no_dropout(plan):  # with dropout, torch's CPU dispatch trains on the math kernel either way
+    return dataclasses.replace(plan, model=dataclasses.replace(plan.model, dropout=0.0))
+
+
+def train_losses(out):
+    return [(r["step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_math_trains_like_fused(tmp_path, corpus):
+    fused, math = tmp_path / "fused", tmp_path / "math"
+    assert run_plan(no_dropout(on_corpus(grow_all_plan(), corpus)), fused, resume=False, device="cpu") == 0
+    assert run_plan(no_dropout(on_corpus(grow_all_plan(attention="math"), corpus)), math, resume=False,
+                    device="cpu") == 0
+    a, b = train_losses(fused), train_losses(math)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert max(abs(x - y) / x for (_, x), (_, y) in zip(a, b)) < 1e-4  # the same function
+    wa, wb = load_file(fused / "final" / "model.safetensors"), load_file(math / "final" / "model.safetensors")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # other rounding: the other kernel really ran
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
+    kernels = [(r["stage"], r["name"]) for r in read_metrics(math / "metrics.jsonl") if r["kind"] == "attention"]
+    assert kernels == [("small", "math"), ("big", "math")]
+
+
+def test_a_resumed_run_keeps_its_kernels(tmp_path, corpus, monkeypatch, capsys):
+    """auto picks math (the probe mocked). A run stopped one step into the grown stage resumes from
+    the small stage's end and grows again: the cached probe gives the same kernel. A run stopped
+    after the grown stage's first checkpoint, with the cache then saying fused is faster, resumes
+    that stage on its recorded kernel. Both end bitwise where the uninterrupted run did."""
+    plan = no_dropout(on_corpus(grow_all_plan(attention="auto", checkpoint_every=3), corpus))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GROWLANG_CACHE", str(cache))  # the probe's cache; the corpus's tokens are re-read
+    monkeypatch.setattr(attn, "time_kernels", timer(1.0, 0.5))
+    whole, regrown, restored = tmp_path / "whole", tmp_path / "regrown", tmp_path / "restored"
+    assert run_plan(plan, whole, resume=False, device="cpu") == 0
+    assert "attention: math (auto: forward+backward of" in capsys.readouterr().err
+    weights = load_file(whole / "final" / "model.safetensors")
+
+    def same_as_whole(out):
+        assert train_losses(out) == train_losses(whole)
+        again = load_file(out / "final" / "model.safetensors")
+        assert all(torch.equal(again[k], weights[k]) for k in weights)
+
+    assert run_plan(plan, regrown, resume=False, device="cpu", stop_after_steps=5) == 130  # last checkpoint: small's end
+    assert run_plan(plan, regrown, resume=True, device="cpu") == 0
+    same_as_whole(regrown)
+
+    assert run_plan(plan, restored, resume=False, device="cpu", stop_after_steps=7) == 130  # last: big's step 6
+    table = json.loads((cache / "attention.json").read_text())
+    (cache / "attention.json").write_text(json.dumps({k: {"fused": 0.1, "math": 1.0} for k in table}))
+    assert run_plan(plan, restored, resume=True, device="cpu") == 0
+    same_as_whole(restored)
+    kernels = [(r["stage"], r["name"]) for r in read_metrics(restored / "metrics.jsonl") if r["kind"] == "attention"]
+    assert kernels == [("small", "math"), ("big", "math")]
