@@ -39,7 +39,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from growlang.runtime import checkpoint as ck
-from growlang.runtime.errors import UserError
+from growlang.runtime.errors import EXIT_INTERRUPTED, UserError
 from growlang.runtime.signals import silence_hung_up_terminal
 from growlang.runtime.optim_carry import MOMENTS, adam_state_by_name, load_adam_state_by_name
 
@@ -312,7 +312,6 @@ def _free_port() -> int:
 # A rank started by `launch` reads the parent's Plan (JSON) from this variable instead of
 # compiling the schedule again.
 PLAN_ENV = "GROWLANG_PLAN_JSON"
-INTERRUPTED = 130  # a rank's exit code after a stop request (cli.RUN_EPILOG)
 KILL_AFTER_S = 30  # a rank that ignores SIGTERM this long after another failed is killed
 # Signals on the launcher and what the ranks get instead: a closed terminal or a dropped ssh
 # session (SIGHUP) stops the ranks like SIGTERM, which signals.StopRequest handles.
@@ -353,7 +352,7 @@ def _failed(code: int | None) -> bool:
     trainer.stop_agreed) are not failures; anything else is, also death by a signal we forwarded (a
     rank that had not installed its handler yet): the others would wait for it in their last
     all-reduce forever."""
-    return code not in (None, 0, INTERRUPTED)
+    return code not in (None, 0, EXIT_INTERRUPTED)
 
 
 def _describe(code: int) -> str:
@@ -430,8 +429,8 @@ def launch(nproc: int, argv: list[str], plan=None) -> int:
     if failed is not None:
         code = codes[failed]
         # death by a signal is the shell's 128 + N (sys.exit of a negative code would give 256 - N)
-        return INTERRUPTED if -code in sent else (128 - code if code < 0 else code)
-    return INTERRUPTED if INTERRUPTED in codes else 0
+        return EXIT_INTERRUPTED if -code in sent else (128 - code if code < 0 else code)
+    return EXIT_INTERRUPTED if EXIT_INTERRUPTED in codes else 0
 
 
 class NullProgress:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The exit codes of `run`, `prepare` and the process launcher (growlang/cli.py's epilog lists them).
+# 130 = 128 + SIGINT, the shell's code for a Ctrl-C: stopped after a checkpoint, continue with --resume.
+EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
+
 
 class UserError(Exception):
     """Bad input from the user: a missing folder, a model we cannot read, a shape that shrinks."""

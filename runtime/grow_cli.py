@@ -19,8 +19,7 @@ from pathlib import Path
 from growlang.diagnostics import Problems
 from growlang.growth_request import GrowthRequest, parse_request, render_problems, resolve_request
 from growlang.plan import ModelSpec, Shape
-
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+from growlang.runtime.errors import EXIT_OK, EXIT_PROBLEM
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt")

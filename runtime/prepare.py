@@ -193,7 +193,7 @@ def prepare(spec: DataSpec, vocab: int, cache_dir: Path | None = None, out: Path
 
 def main(plan, out: Path | None) -> int:
     """`growlang prepare`: exit 0 with the store's folder and counts on stdout, 1 on a user error."""
-    from growlang.runtime.run import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM
+    from growlang.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM
 
     try:
         p = prepare(plan.data, plan.model.vocab, out=out, objective=family(plan.model.family).objective)

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from growlang.plan import Plan
 from growlang.runtime import failures
-from growlang.runtime.errors import UserError
+from growlang.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, UserError
 from growlang.runtime.out_lock import LOCK_NAME, OutLock
 
-EXIT_OK, EXIT_PROBLEM, EXIT_INTERRUPTED = 0, 1, 130
 # train fields that do not change what a finished stage computed
 HARMLESS = ("lr", "eval_every", "eval_batches", "checkpoint_every", "log_every")
 
