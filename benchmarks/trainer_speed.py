@@ -40,18 +40,19 @@ TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
 
 
-def schedule(c: dict, precision: str = "fp32") -> str:
+def schedule(c: dict, precision: str = "fp32", attention: str = "fused") -> str:
     return (f"model bert {{ vocab={c['vocab']} head_dim={c['head_dim']} max_len={c['len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
             f"train {{ batch={c['batch']} lr={LR} warmup=0 decay=constant seed={SEED} eval_every=0 eval_batches=1 "
-            f"log_every=1 checkpoint_every=0 precision={precision} }}\n"
+            f"log_every=1 checkpoint_every=0 precision={precision} attention={attention} }}\n"
             f"stage speed: depth={c['depth']} width={c['width']} ffn={c['ffn']} len={c['len']} steps={c['steps']}\n")
 
 
-def growlang_speed(c: dict, threads: int, workdir: Path, precision: str) -> tuple[float, int, float]:
+def growlang_speed(c: dict, threads: int, workdir: Path, precision: str,
+                   attention: str = "fused") -> tuple[float, int, float]:
     """(tokens/s and FLOP/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
-    path.write_text(schedule(c, precision))
+    path.write_text(schedule(c, precision, attention))
     rows = [r for r in run_growlang(path, threads, workdir) if r.get("kind") == "train"]
     a = next(r for r in rows if r["step"] == c["skip"])
     b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
@@ -284,28 +285,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
     say(f"CPU: {cpu_model()}; matmul ceiling ({PROBE_N['cpu']}^3, {a.threads} thread(s)): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
         f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
-    sides = [("growlang run fp32 (masked-only MLM head)", growlang_speed, "fp32"),
-             ("growlang run precision=bf16", growlang_speed, "bf16"),
-             ("transformers BertForMaskedLM sdpa fp32", hf_speed, "fp32"),
-             ("transformers ... + autocast bf16", hf_speed, "bf16")]
-    rows = {name: [] for name, _, _ in sides}
+    sides = [("growlang run fp32 (masked-only MLM head)", growlang_speed, "fp32", "fused"),
+             ("growlang run precision=bf16", growlang_speed, "bf16", "fused"),
+             ("growlang run precision=bf16 attention=auto", growlang_speed, "bf16", "auto"),
+             ("transformers BertForMaskedLM sdpa fp32", hf_speed, "fp32", None),
+             ("transformers ... + autocast bf16", hf_speed, "bf16", None)]
+    rows = {name: [] for name, *_ in sides}
     with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
         for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
-            for name, fn, precision in sides:
+            for name, fn, precision, attention in sides:
                 load = os.getloadavg()[0]
-                args = (c, a.threads, Path(tmp), precision) if fn is growlang_speed else (c, a.threads, precision)
+                args = ((c, a.threads, Path(tmp), precision, attention) if fn is growlang_speed
+                        else (c, a.threads, precision))
                 rows[name].append((*fn(*args), precision, load))
     say(f"command: python benchmarks/trainer_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}; "
         f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     say(f"\n{'trainer':<42} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
-    for name, _, _ in sides:
+    for name, *_ in sides:
         for tps, n, flops, precision, load in rows[name]:
             gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
             say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
     med = {name: statistics.median(r[0] for r in rs) for name, rs in rows.items()}
-    g32, g16, h32, h16 = (med[name] for name, _, _ in sides)
+    g32, g16, gauto, h32, h16 = (med[name] for name, *_ in sides)
     say(f"\nratios (medians of {a.repeat}): growlang fp32 / HF fp32 {g32 / h32:.2f}x; growlang bf16 / HF fp32 "
-        f"{g16 / h32:.2f}x; growlang bf16 / HF bf16 {g16 / h16:.2f}x; growlang bf16 / growlang fp32 {g16 / g32:.2f}x")
+        f"{g16 / h32:.2f}x; growlang bf16 / HF bf16 {g16 / h16:.2f}x; growlang bf16 / growlang fp32 {g16 / g32:.2f}x; "
+        f"growlang bf16 attention=auto / HF bf16 {gauto / h16:.2f}x, / growlang bf16 {gauto / g16:.2f}x")
     say("goals (issue 11): with fast bf16, >= 2.5x HF fp32 and >= 1.3x HF bf16; without, fp32 >= 1.3x HF fp32. "
         "GFLOP/s counts the runtime's own FLOPs (growlang/accounting.py); HF does more (its head runs on "
         "every position), so only tokens/s compare across trainers")

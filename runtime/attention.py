@@ -1,7 +1,7 @@
 """Which attention kernel a stage's training step runs, resolved once per stage from
-`train { attention=... }`.
+`train { attention=... }`, and the attention call the models make (`scaled_dot_product_attention`).
 
-Both kernels compute `F.scaled_dot_product_attention`; they differ in how:
+All kernels compute `F.scaled_dot_product_attention`; they differ in how:
 - `fused` is torch's own dispatch: a fused kernel (flash attention on a CPU; flash,
   memory-efficient or cuDNN on CUDA) that never stores the T x T scores and recomputes them in
   backward. The default, as every run before this option trained. On a CPU the fused kernels take
@@ -9,12 +9,16 @@ Both kernels compute `F.scaled_dot_product_attention`; they differ in how:
   evaluates, dropout off, on flash); `auto` then has nothing to choose.
 - `math` is torch's reference composite: two batched matmuls and a softmax, the scores and the
   probabilities kept for backward (depth x micro batch x heads x T^2 values each).
-- `auto` times both, forward and backward, on the stage's own attention shape in the run's
-  precision, and keeps `math` where it is clearly faster (MARGIN). Measured on this project's AMD
-  EPYC (avx512_bf16, one thread): the CPU flash kernel's bf16 backward was the largest single op
-  of the quickstart's small stage (docs/precision.md, "Work around the matmuls"), and `math` ran
-  that stage's attention faster at some lengths and not at others, so no rule from the shape
-  alone is safe: the probe decides. On CUDA and for a compiled step `auto` keeps `fused` (torch's
+- `fused-fp32`, under bf16/fp16 autocast: torch's dispatch on fp32 copies of q, k and v, the
+  result cast back (in an fp32 run it is `fused`). Measured on this project's AMD EPYC
+  (avx512_bf16, no AMX, one thread): the CPU flash kernel's bf16 backward was about 30% of every
+  bf16 step of the quickstart's stages (torch.profiler, benchmarks/step_profile.py: 46.5 of
+  157 ms on stage 1, 100.7 of 320 on stage 3), several times its fp32 cost, and upcasting made
+  the steps 13-16% faster (docs/precision.md, "Attention kernel"). More exact, not less.
+- `auto` times the candidates that differ in the run (`candidates`), forward and backward, on
+  the stage's own attention shape in the run's precision, and keeps the fastest where it beats
+  `fused` clearly (MARGIN): which one wins depends on the CPU, the dtype and the length, so the
+  probe decides, not a rule. On CUDA and for a compiled step `auto` keeps `fused` (torch's
   dispatch is made for the GPU; a compiled step is not the eager kernels the probe times).
 
 The choice changes rounding, so it must not change inside a stage: it is recorded in every
@@ -27,6 +31,7 @@ with several processes rank 0 probes and every rank takes its choice (`Parallel.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -35,10 +40,22 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from growlang.runtime.ceiling import cached, key as device_key
+KERNELS = ("fused", "math", "fused-fp32")
+REDUCED = (torch.bfloat16, torch.float16)
+_UPCAST = contextvars.ContextVar("growlang_attention_upcast", default=False)  # set by `fused-fp32`'s kernel()
 
-KERNELS = ("fused", "math")
-MARGIN = 0.9  # math is kept only when its median time is under 0.9x fused's: fused stores no scores
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
+                                 dropout_p: float = 0.0) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` (no mask: packed sequences have no padding) with the
+    current stage's kernel (`AttentionChoice.kernel`): the encoder's and the decoder's call."""
+    if _UPCAST.get() and q.dtype in REDUCED:
+        with torch.autocast(q.device.type, enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=is_causal,
+                                               dropout_p=dropout_p)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
+MARGIN = 0.9  # another kernel is kept only when its median time is under 0.9x fused's, the default
 MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS = 5, 200, 0.3  # the probe's timed rounds (time_kernels)
 SCORES_LIMIT = 2 << 30  # bytes of scores the math kernel may keep for backward before it is not tried
 
@@ -71,9 +88,18 @@ class AttentionChoice:
     name: str  # fused | math
     why: str
 
+    @contextlib.contextmanager
     def kernel(self):
         """The context every forward of the stage runs in (backward follows its forward's kernel)."""
-        return sdpa_kernel(SDPBackend.MATH) if self.name == "math" else contextlib.nullcontext()
+        if self.name == "math":
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+            return
+        token = _UPCAST.set(self.name == "fused-fp32")
+        try:
+            yield
+        finally:
+            _UPCAST.reset(token)
 
     def describe(self) -> str:
         return f"attention: {self.name} ({self.why})"
@@ -98,9 +124,22 @@ def stage_shape(plan, stage, micro_batch: int) -> AttentionShape:
                           FAMILIES[plan.model.family].objective == "clm", plan.model.dropout)
 
 
-def time_kernels(shape: AttentionShape, dtype: torch.dtype, device: torch.device) -> dict[str, float]:
-    """Median seconds of one forward and backward of each kernel on `shape`, alternated round by
-    round after a warm-up: at least MIN_ROUNDS rounds and MIN_SECONDS in all (a small shape gets
+def candidates(shape: AttentionShape, dtype: torch.dtype) -> tuple[str, ...]:
+    """The kernels that compute differently in this run, `fused` first: `math` only with dropout off
+    (with dropout torch's CPU dispatch trains on math already, so the two are one) and where its
+    scores fit SCORES_LIMIT; `fused-fp32` only under reduced precision (in fp32 it is `fused`)."""
+    out = ["fused"]
+    if shape.dropout == 0 and shape.scores_bytes <= SCORES_LIMIT:
+        out.append("math")
+    if dtype in REDUCED:
+        out.append("fused-fp32")
+    return tuple(out)
+
+
+def time_kernels(shape: AttentionShape, dtype: torch.dtype, device: torch.device,
+                 kernels: tuple[str, ...] = KERNELS) -> dict[str, float]:
+    """Median seconds of one forward and backward of each of `kernels` on `shape`, alternated round
+    by round after a warm-up: at least MIN_ROUNDS rounds and MIN_SECONDS in all (a small shape gets
     many samples, so one slow round on a shared machine does not decide), at most MAX_ROUNDS.
     The operands come from a private generator and dropout's draws are undone, so probing never
     moves the RNG a run seeds."""
@@ -110,16 +149,16 @@ def time_kernels(shape: AttentionShape, dtype: torch.dtype, device: torch.device
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rng = torch.random.get_rng_state()
-    times: dict[str, list[float]] = {name: [] for name in KERNELS}
+    times: dict[str, list[float]] = {name: [] for name in kernels}
     try:
         start = time.perf_counter()
         for r in range(MAX_ROUNDS + 1):
             if r > MIN_ROUNDS and time.perf_counter() - start > MIN_SECONDS:
                 break
-            for name in KERNELS:
+            for name in kernels:
                 t0 = time.perf_counter()
                 with AttentionChoice("probe", name, "").kernel():
-                    y = F.scaled_dot_product_attention(q, k, v, is_causal=shape.causal, dropout_p=shape.dropout)
+                    y = scaled_dot_product_attention(q, k, v, is_causal=shape.causal, dropout_p=shape.dropout)
                 y.backward(grad)
                 sync()
                 if r:  # round 0 warms up
@@ -130,28 +169,32 @@ def time_kernels(shape: AttentionShape, dtype: torch.dtype, device: torch.device
 
 
 def cache_key(device: torch.device, dtype: torch.dtype, shape: AttentionShape) -> str:
-    return (f"{device_key(device, dtype)}|{shape.describe()}|dropout {shape.dropout > 0}")
+    from growlang.runtime.ceiling import key as device_key
+
+    return f"{device_key(device, dtype)}|{shape.describe()}|dropout {shape.dropout > 0}"
 
 
 def resolve(requested: str, shape: AttentionShape, dtype: torch.dtype, device: torch.device,
             compiled: bool = False, cache_dir=None, timer=None) -> AttentionChoice:
-    """The kernel for one stage (`timer` is replaced in tests)."""
+    """The kernel for one stage (`timer`, time_kernels's stand-in, is replaced in tests)."""
+    from growlang.runtime.ceiling import cached
+
     if requested != "auto":
         return AttentionChoice(requested, requested, "as the schedule asks")
     if device.type != "cpu":
         return AttentionChoice(requested, "fused", f"auto: torch's dispatch on {device.type}")
     if compiled:
         return AttentionChoice(requested, "fused", "auto: the step is compiled; the probe times eager kernels")
-    if shape.dropout > 0:  # torch's CPU fused kernels take no dropout: its dispatch trains with math already
-        return AttentionChoice(requested, "fused", f"auto: dropout {shape.dropout:g} in training, which torch's CPU "
-                                                   "dispatch runs on its math kernel already")
-    if shape.scores_bytes > SCORES_LIMIT:
-        return AttentionChoice(requested, "fused", f"auto: math would keep {shape.scores_bytes / 2**30:.1f} GiB of "
-                                                   f"scores, over {SCORES_LIMIT / 2**30:.0f} GiB: not tried")
+    names = candidates(shape, dtype)
     dtype_name = str(dtype).removeprefix("torch.")
-    times = cached("attention.json", cache_key(device, dtype, shape), lambda: (timer or time_kernels)(shape, dtype, device),
-                   lambda v: isinstance(v, dict) and all(isinstance(v.get(n), (int, float)) for n in KERNELS),
+    if len(names) == 1:
+        return AttentionChoice(requested, "fused", f"auto: no other kernel computes differently here ({dtype_name}, "
+                                                   f"dropout {shape.dropout:g}, scores {shape.scores_bytes / 2**30:.1f} GiB)")
+    times = cached("attention.json", cache_key(device, dtype, shape),
+                   lambda: (timer or time_kernels)(shape, dtype, device, names),
+                   lambda v: isinstance(v, dict) and all(isinstance(v.get(n), (int, float)) for n in names),
                    cache_dir)
-    name = "math" if times["math"] < MARGIN * times["fused"] else "fused"
-    return AttentionChoice(requested, name, f"auto: forward+backward of {shape.describe()} {dtype_name} timed "
-                                            f"{times['fused'] * 1e3:.2f} ms fused, {times['math'] * 1e3:.2f} ms math")
+    best = min(names, key=lambda n: times[n])
+    name = best if times[best] < MARGIN * times["fused"] else "fused"
+    timed = ", ".join(f"{n} {times[n] * 1e3:.2f} ms" for n in names)
+    return AttentionChoice(requested, name, f"auto: forward+backward of {shape.describe()} {dtype_name} timed {timed}")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
+from growlang.runtime.attention import scaled_dot_product_attention  # the stage's kernel
 from growlang.runtime.linear_ce import linear_cross_entropy
 from growlang.runtime.roles import Role, init_parameters
 
@@ -268,7 +269,7 @@ class Attention(nn.Module):
         group = self.heads // self.kv_heads
         if group > 1:  # query head i reads kv head i // group (HF's repeat_kv)
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        y = scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.p if self.training else 0.0)  # (B, h, T, hd)
         return self.drop(self.o(y.transpose(1, 2).reshape(B, T, -1)))
 

@@ -25,45 +25,56 @@ CPU = torch.device("cpu")
 SHAPE = attn.AttentionShape(depth=2, micro_batch=4, heads=2, length=16, head_dim=8, causal=False, dropout=0.0)
 
 
-def timer(fused: float, math: float, calls: list | None = None):
-    def time_kernels(shape, dtype, device):
+def timer(fused: float, math: float, upcast: float = 9.0, calls: list | None = None):
+    def time_kernels(shape, dtype, device, kernels):
         if calls is not None:
-            calls.append((shape, dtype))
-        return {"fused": fused, "math": math}
+            calls.append((shape, dtype, kernels))
+        return {k: t for k, t in (("fused", fused), ("math", math), ("fused-fp32", upcast)) if k in kernels}
     return time_kernels
 
 
-@pytest.mark.parametrize("fused, math, name", [(1.0, 0.5, "math"), (1.0, 0.95, "fused"), (0.5, 1.0, "fused")])
-def test_auto_keeps_math_only_when_clearly_faster(tmp_path, fused, math, name):
-    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(fused, math))
+@pytest.mark.parametrize("fused, math, upcast, name", [(1.0, 0.5, 0.7, "math"), (1.0, 0.95, 2.0, "fused"),
+                                                       (0.5, 1.0, 2.0, "fused"), (1.0, 0.8, 0.6, "fused-fp32"),
+                                                       (1.0, 2.0, 0.92, "fused")])
+def test_auto_keeps_the_fastest_only_when_clearly_faster(tmp_path, fused, math, upcast, name):
+    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(fused, math, upcast))
     assert (c.requested, c.name) == ("auto", name)
-    assert "(4, 2, 16, 8) bfloat16" in c.why and f"{fused * 1e3:.2f} ms fused" in c.why  # what it rests on
+    assert "(4, 2, 16, 8) bfloat16" in c.why and f"fused {fused * 1e3:.2f} ms" in c.why  # what it rests on
+    assert f"fused-fp32 {upcast * 1e3:.2f} ms" in c.why
+
+
+def test_the_candidates():
+    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # CPU dispatch: math in training already
+    assert attn.candidates(SHAPE, torch.bfloat16) == ("fused", "math", "fused-fp32")
+    assert attn.candidates(SHAPE, torch.float32) == ("fused", "math")  # fused-fp32 is fused there
+    assert attn.candidates(dropped, torch.bfloat16) == ("fused", "fused-fp32")
+    assert attn.candidates(dropped, torch.float32) == ("fused",)
 
 
 def test_the_probe_is_cached_per_shape_and_dtype(tmp_path):
     calls = []
     for _ in range(2):
-        attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
+        attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
     assert len(calls) == 1  # the second run on this machine reads the first one's measurement
-    attn.resolve("auto", SHAPE, torch.float32, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
+    attn.resolve("auto", SHAPE, torch.float32, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
     longer = attn.AttentionShape(**{**SHAPE.__dict__, "length": 32})
-    attn.resolve("auto", longer, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls))
-    assert len(calls) == 3
+    attn.resolve("auto", longer, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
+    assert len(calls) == 3 and calls[1][2] == ("fused", "math")  # each time only the kernels that differ
     table = json.loads((tmp_path / "attention.json").read_text())
-    assert len(table) == 3 and all(set(v) == {"fused", "math"} for v in table.values())
+    assert sorted(len(v) for v in table.values()) == [2, 3, 3]
 
 
 def test_what_auto_does_not_probe(tmp_path):
-    never = timer(1.0, 0.1, calls := [])
+    never = timer(1.0, 0.1, 0.1, calls := [])
     assert attn.resolve("fused", SHAPE, torch.bfloat16, CPU, timer=never).why == "as the schedule asks"
     assert attn.resolve("math", SHAPE, torch.bfloat16, CPU, timer=never).name == "math"
     assert attn.resolve("auto", SHAPE, torch.bfloat16, torch.device("cuda", 0), timer=never).name == "fused"
     assert "compiled" in attn.resolve("auto", SHAPE, torch.bfloat16, CPU, compiled=True, timer=never).why
-    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # CPU dispatch: math in training already
-    assert "dropout 0.1" in attn.resolve("auto", dropped, torch.bfloat16, CPU, timer=never).why
+    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # fp32 with dropout: nothing differs
+    assert "no other kernel" in attn.resolve("auto", dropped, torch.float32, CPU, timer=never).why
     huge = attn.AttentionShape(depth=24, micro_batch=8, heads=16, length=4096, head_dim=64, causal=True, dropout=0.0)
-    c = attn.resolve("auto", huge, torch.bfloat16, CPU, cache_dir=tmp_path, timer=never)
-    assert c.name == "fused" and "GiB of scores" in c.why
+    c = attn.resolve("auto", huge, torch.float32, CPU, cache_dir=tmp_path, timer=never)
+    assert c.name == "fused" and "scores 384.0 GiB" in c.why  # math would keep them for backward: not tried
     assert calls == []
 
 
@@ -71,8 +82,8 @@ def test_the_probe_times_both_kernels_and_leaves_the_rng_alone():
     torch.manual_seed(3)
     before = torch.random.get_rng_state()
     dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1, "causal": True})
-    times = attn.time_kernels(dropped, torch.float32, CPU)
-    assert set(times) == {"fused", "math"} and all(t > 0 for t in times.values())
+    times = attn.time_kernels(dropped, torch.bfloat16, CPU)
+    assert set(times) == set(attn.KERNELS) and all(t > 0 for t in times.values())
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
@@ -80,13 +91,21 @@ def test_the_probe_times_both_kernels_and_leaves_the_rng_alone():
 def test_the_kernels_agree(causal):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, 21, 8, generator=g, requires_grad=True) for _ in range(3))
+    exact = F.scaled_dot_product_attention(*(t.double() for t in (q, k, v)), is_causal=causal)
     out = {}
-    for name in attn.KERNELS:
-        with attn.AttentionChoice(name, name, "").kernel():
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        out[name] = (y, *torch.autograd.grad(y.square().sum(), (q, k, v)))
-    for a, b in zip(out["fused"], out["math"]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for dtype in (torch.float32, torch.bfloat16):
+        for name in attn.KERNELS:
+            with attn.AttentionChoice(name, name, "").kernel():
+                x = [t.to(dtype) for t in (q, k, v)]
+                y = attn.scaled_dot_product_attention(*x, is_causal=causal)
+            assert y.dtype == dtype  # fused-fp32 hands its result back in the run's dtype
+            out[dtype, name] = (y.double(), *(t.double() for t in torch.autograd.grad(y.float().square().sum(), x)))
+    for name in attn.KERNELS:  # in fp32 every kernel is the same function to rounding
+        for a, b in zip(out[torch.float32, "fused"], out[torch.float32, name]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    error = {name: (out[torch.bfloat16, name][0] - exact).abs().max() for name in attn.KERNELS}
+    assert error["fused-fp32"] <= error["fused"] and error["fused-fp32"] < 1e-2  # computed in fp32: more exact
+    assert not torch.equal(out[torch.bfloat16, "fused-fp32"][0], out[torch.bfloat16, "fused"][0])
 
 
 def test_the_schedule_key():
@@ -151,3 +170,15 @@ def test_a_resumed_run_keeps_its_kernels(tmp_path, corpus, monkeypatch, capsys):
     same_as_whole(restored)
     kernels = [(r["stage"], r["name"]) for r in read_metrics(restored / "metrics.jsonl") if r["kind"] == "attention"]
     assert kernels == [("small", "math"), ("big", "math")]
+
+
+def test_fused_fp32_trains_under_bf16(tmp_path, corpus):
+    bf16, upcast = tmp_path / "bf16", tmp_path / "upcast"
+    assert run_plan(no_dropout(on_corpus(grow_all_plan(precision="bf16"), corpus)), bf16, resume=False,
+                    device="cpu") == 0
+    plan = no_dropout(on_corpus(grow_all_plan(precision="bf16", attention="fused-fp32"), corpus))
+    assert run_plan(plan, upcast, resume=False, device="cpu") == 0
+    a, b = train_losses(bf16), train_losses(upcast)
+    assert a != b and max(abs(x - y) / x for (_, x), (_, y) in zip(a, b)) < 0.05  # attention's rounding only
+    kernels = [(r["stage"], r["name"]) for r in read_metrics(upcast / "metrics.jsonl") if r["kind"] == "attention"]
+    assert kernels == [("small", "fused-fp32"), ("big", "fused-fp32")]
