@@ -6,7 +6,7 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
   memory-efficient or cuDNN on CUDA) that never stores the T x T scores and recomputes them in
   backward. The default, as every run before this option trained. On a CPU the fused kernels take
   no dropout, so with `dropout` above 0 torch's dispatch trains on the math kernel anyway (and
-  evaluates, dropout off, on flash); `auto` then has nothing to choose.
+  evaluates, dropout off, on flash); `math` is then no other choice, only `fused-fp32` may be.
 - `math` is torch's reference composite: two batched matmuls and a softmax, the scores and the
   probabilities kept for backward (depth x micro batch x heads x T^2 values each).
 - `fused-fp32`, under bf16/fp16 autocast: torch's dispatch on fp32 copies of q, k and v, the
@@ -55,6 +55,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                                dropout_p=dropout_p)
         return y.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
+
+
 MARGIN = 0.9  # another kernel is kept only when its median time is under 0.9x fused's, the default
 MIN_ROUNDS, MAX_ROUNDS, MIN_SECONDS = 5, 200, 0.3  # the probe's timed rounds (time_kernels)
 SCORES_LIMIT = 2 << 30  # bytes of scores the math kernel may keep for backward before it is not tried
@@ -84,8 +86,8 @@ class AttentionShape:
 
 @dataclass(frozen=True)
 class AttentionChoice:
-    requested: str  # auto | fused | math
-    name: str  # fused | math
+    requested: str  # auto | one of KERNELS
+    name: str  # one of KERNELS
     why: str
 
     @contextlib.contextmanager
