@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import torch
 
+    from growlang.runtime.allocator import keep_freed_memory
+
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
     plan, stages = base_stages(*([a.schedule] if a.schedule else []))
     print(f"torch {torch.__version__}, {a.threads} thread(s), load {os.getloadavg()[0]:.2f}; "
           f"schedule {plan.name}, steps timed {a.steps}")

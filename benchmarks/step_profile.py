@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from growlang.runtime.allocator import keep_freed_memory
+
     torch.set_num_threads(a.threads)
+    keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
     plan, stages = base_stages()
     for stage in (stages[0], stages[-1]):
         model, opt, step = make_step(plan, stage, a.precision)

@@ -1,8 +1,14 @@
 """Training throughput of `growlang run` against a plain transformers training loop, same job.
 
-    .venv/bin/python benchmarks/trainer_speed.py            # 4 x 256 (ffn 1024), len 128, vocab 8192
-    .venv/bin/python benchmarks/trainer_speed.py --tiny     # seconds, for a smoke test
-    .venv/bin/python benchmarks/trainer_speed.py --profile  # also torch.profiler tables of one step each
+    .venv/bin/python benchmarks/trainer_speed.py                  # 4 x 256 and 12 x 768 (BERT-base), CPU
+    .venv/bin/python benchmarks/trainer_speed.py --shapes 4x256   # the small shape only (minutes)
+    .venv/bin/python benchmarks/trainer_speed.py --device cuda    # GPU mode: batch 128, more steps
+    .venv/bin/python benchmarks/trainer_speed.py --tiny           # seconds, for a smoke test
+    .venv/bin/python benchmarks/trainer_speed.py --profile        # also torch.profiler tables of one step each
+
+Shapes (SHAPES): 4 x 256 (ffn 1024) and the BERT-base-shaped 12 x 768 (ffn 3072, 12 heads), both at
+len 128 and vocab 8192 (the builtin tokenizer), post-LN BERT, dropout 0.1. The big one runs few
+steps on a CPU (about 10 s each there).
 
 growlang: a one-stage schedule (post-LN `bert`, the family that loads into BertForMaskedLM) run as
 a `growlang run` subprocess; tokens/s read from its metrics.jsonl over the steps after the first
@@ -14,6 +20,10 @@ length, AdamW with the same hyper-parameters and weight-decay groups, the same g
 and the same batches (the runtime's TokenStream and masking, labels -100 off the masked
 positions; its head runs on every position, the runtime's only on the masked ones). Batch
 creation is inside the timed step for both, as it is in the runtime's trainer.
+
+growlang runs four ways: fp32, bf16, bf16 with attention=auto (CPU only: on CUDA auto keeps the
+fused kernel) and bf16 with compile=on (its compile time falls in the untimed first steps; omit
+the side with --no-compile: on a CPU it compiles for a minute or more).
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
 a 2-thread process loses most of its time to oversubscription). The machine's load average is
@@ -35,36 +45,41 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL = dict(depth=4, width=256, ffn=1024, len=128, vocab=8192, head_dim=64, batch=16, steps=40, skip=10)
+SHAPES = {
+    "4x256": dict(depth=4, width=256, ffn=1024, len=128, vocab=8192, head_dim=64, batch=16, steps=40, skip=10),
+    "12x768": dict(depth=12, width=768, ffn=3072, len=128, vocab=8192, head_dim=64, batch=16, steps=10, skip=3),
+}
 TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4, steps=6, skip=2)
+CUDA_RUN = dict(batch=128, steps=60, skip=20)  # a GPU step is milliseconds: a batch that fills it, more steps
+HF_ANCHOR_H200 = 0.37e6  # tokens/s, HF BertForMaskedLM sdpa, BERT-base, one H200 (issue 11's anchor)
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
 
 
-def schedule(c: dict, precision: str = "fp32", attention: str = "fused") -> str:
+def schedule(c: dict, precision: str = "fp32", attention: str = "fused", compile: str = "off") -> str:
     return (f"model bert {{ vocab={c['vocab']} head_dim={c['head_dim']} max_len={c['len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
             f"train {{ batch={c['batch']} lr={LR} warmup=0 decay=constant seed={SEED} eval_every=0 eval_batches=1 "
-            f"log_every=1 checkpoint_every=0 precision={precision} attention={attention} }}\n"
+            f"log_every=1 checkpoint_every=0 precision={precision} attention={attention} compile={compile} }}\n"
             f"stage speed: depth={c['depth']} width={c['width']} ffn={c['ffn']} len={c['len']} steps={c['steps']}\n")
 
 
-def growlang_speed(c: dict, threads: int, workdir: Path, precision: str,
-                   attention: str = "fused") -> tuple[float, int, float]:
-    """(tokens/s and FLOP/s after the first `skip` steps, steps timed) from a `growlang run` subprocess."""
+def growlang_speed(c: dict, threads: int, workdir: Path, device: str, precision: str, attention: str = "fused",
+                   compile: str = "off") -> tuple[float, int, float]:
+    """(tokens/s after the first `skip` steps, steps timed, FLOP/s) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
-    path.write_text(schedule(c, precision, attention))
-    rows = [r for r in run_growlang(path, threads, workdir) if r.get("kind") == "train"]
+    path.write_text(schedule(c, precision, attention, compile))
+    rows = [r for r in run_growlang(path, threads, workdir, device) if r.get("kind") == "train"]
     a = next(r for r in rows if r["step"] == c["skip"])
     b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
     seconds = b["time"] - a["time"]
     return (b["tokens"] - a["tokens"]) / seconds, b["step"] - a["step"], (b["flops"] - a["flops"]) / seconds
 
 
-def run_growlang(path: Path, threads: int, workdir: Path) -> list[dict]:
-    """The metrics.jsonl records of a `growlang run` of `path` on the CPU with `threads` threads."""
+def run_growlang(path: Path, threads: int, workdir: Path, device: str = "cpu") -> list[dict]:
+    """The metrics.jsonl records of a `growlang run` of `path` on `device` with `threads` CPU threads."""
     out = workdir / f"run-{time.monotonic_ns()}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", "cpu"],
+    p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", device],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
         raise SystemExit(f"growlang run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
@@ -72,7 +87,7 @@ def run_growlang(path: Path, threads: int, workdir: Path) -> list[dict]:
     return rows
 
 
-def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
+def hf_speed(c: dict, threads: int, device: str, precision: str) -> tuple[float, int, None]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
@@ -88,7 +103,7 @@ def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
     cfg = BertConfig(vocab_size=c["vocab"], hidden_size=c["width"], num_hidden_layers=c["depth"],
                      num_attention_heads=c["width"] // c["head_dim"], intermediate_size=c["ffn"],
                      max_position_embeddings=c["len"], layer_norm_eps=1e-12, attn_implementation="sdpa")
-    model = BertForMaskedLM(cfg).train()
+    model = BertForMaskedLM(cfg).to(device).train()
     assert model.config._attn_implementation == "sdpa"
     named = list(model.named_parameters())
     no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
@@ -96,14 +111,16 @@ def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=LR, betas=(B1, B2), eps=EPS)
 
-    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+    amp = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(g: int) -> None:
         b = stream.batch(c["batch"], c["len"], predicted_positions(plan.data.mask, c["len"]), g)
         labels = torch.full_like(b.input_ids, -100).scatter_(1, b.positions, b.targets)
+        ids, labels = b.input_ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
         with amp:  # bf16: autocast of the forward, fp32 weights, as a user would write it
-            loss = model(input_ids=b.input_ids, labels=labels).loss
+            loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         float(loss.detach())  # the runtime reads the loss every step too
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -111,28 +128,33 @@ def hf_speed(c: dict, threads: int, precision: str) -> tuple[float, int, None]:
 
     for g in range(c["skip"]):
         step(g)
+    sync()
     t0 = time.perf_counter()
     n = c["steps"] - 1 - c["skip"]  # the same steps growlang's metrics time: skip+1 .. steps-1
     for g in range(c["skip"], c["steps"] - 1):
         step(g)
+    sync()
     return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n, None
 
 
-def cpu_model() -> str:
-    """lscpu's model name (runtime/ceiling.py), with the bf16 instructions it has."""
+def device_model(device: str) -> str:
+    """The GPU's name, or lscpu's CPU model name (runtime/ceiling.py) with the bf16 instructions it has."""
     import torch
 
     from growlang.runtime.ceiling import device_name
     from growlang.runtime.precision import FAST_BF16_CPU_FLAGS, cpu_flags
 
+    if device == "cuda":
+        return f"GPU {device_name(torch.device(device))}; CPU {device_name(torch.device('cpu'))}"
+
     flags = [f for f in FAST_BF16_CPU_FLAGS if f in cpu_flags()]
-    return f"{device_name(torch.device('cpu'))} (bf16 instructions: {', '.join(flags) or 'none'})"
+    return f"CPU {device_name(torch.device('cpu'))} (bf16 instructions: {', '.join(flags) or 'none'})"
 
 
-def compound_stages(path: Path, threads: int, workdir: Path, precision: str, attention: str, steps: int,
-                    skip: int) -> list[tuple]:
-    """(stage, FLOPs per step, seconds per FLOP, seconds per FLOP of its GEMMs alone, attention kernel)
-    of each stage of the compound schedule `path` (an encoder family: stage_gemms) with
+def compound_stages(path: Path, threads: int, workdir: Path, device: str, precision: str, attention: str,
+                    steps: int, skip: int) -> tuple:
+    """(plan, [(stage, FLOPs per step, seconds per FLOP, attention kernel)]) for each stage of the
+    compound schedule `path` (an encoder family: stage_gemms) with
     `train { precision=... attention=... }` as given, run
     as `growlang run` with `steps` steps per stage, no evaluation but the stages' ends: seconds
     per FLOP is the training-step time over the plan's FLOPs of the records after the first `skip`
@@ -147,25 +169,21 @@ def compound_stages(path: Path, threads: int, workdir: Path, precision: str, att
             text = re.sub(r"train\s*\{", f"train {{ {key}={value}", text, count=1)
     grow = workdir / f"compound-{precision}-{attention}.grow"
     grow.write_text(text)
-    import torch
-
     from growlang.compiler import compile_text
     from growlang.families import FAMILIES
 
     plan = compile_text(text, grow).plan
     if FAMILIES[plan.model.family].objective != "mlm":
         raise SystemExit(f"{path}: --compound takes an encoder schedule (bert, bert-preln), not {plan.model.family}")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    records = run_growlang(grow, threads, workdir)
+    records = run_growlang(grow, threads, workdir, device)
     rows = [r for r in records if r.get("kind") == "train"]
     kernels = {r["stage"]: r["name"] for r in records if r.get("kind") == "attention"}
     out = []
     for stage in dict.fromkeys(r["stage"] for r in rows):
         timed = [r for r in rows if r["stage"] == stage and r["stage_step"] > skip and "eval_loss" not in r]
         per_step = (timed[-1]["flops"] - timed[0]["flops"]) / (timed[-1]["stage_step"] - timed[0]["stage_step"])
-        gemm = gemm_seconds_per_flop(stage_gemms(plan.stage(stage), plan.model.vocab), dtype)
-        out.append((stage, per_step, statistics.median(1 / r["flops_per_s"] for r in timed), gemm, kernels[stage]))
-    return out
+        out.append((stage, per_step, statistics.median(1 / r["flops_per_s"] for r in timed), kernels[stage]))
+    return plan, out
 
 
 def stage_gemms(stage, vocab: int) -> list[tuple[int, int, int, int, int]]:
@@ -187,20 +205,24 @@ def stage_gemms(stage, vocab: int) -> list[tuple[int, int, int, int, int]]:
             for g in ((b, mm, k, nn), (b, mm, nn, k), (b, k, mm, nn))]
 
 
-def gemm_seconds_per_flop(gemms, dtype, reps: int = 5) -> float:
+def gemm_seconds_per_flop(gemms, dtype, device: str = "cpu", reps: int = 5) -> float:
     """Seconds per FLOP of `gemms` alone (each product timed in isolation, best of `reps` after a
     warm-up, with fresh operands each time so no repetition finds them in cache, as a training
     step would not): what a trainer's step would cost per FLOP if the matmuls were all it did."""
     import torch
 
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     seconds = flops = 0.0
     for count, b, m, k, n in gemms:
-        operands = [(torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)) for _ in range(reps + 1)]
+        operands = [(torch.randn(b, m, k, device=device, dtype=dtype), torch.randn(b, k, n, device=device, dtype=dtype))
+                    for _ in range(reps + 1)]
         torch.bmm(*operands[0])
         best = float("inf")
         for x, y in operands[1:]:
+            sync()
             t0 = time.perf_counter()
             torch.bmm(x, y)
+            sync()
             best = min(best, time.perf_counter() - t0)
         seconds += count * best
         flops += count * 2.0 * b * m * k * n
@@ -246,28 +268,41 @@ def profile(c: dict, threads: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny shape and step count (seconds)")
+    p.add_argument("--shapes", nargs="+", choices=tuple(SHAPES), default=list(SHAPES), help="which shapes (SHAPES)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compile=on side")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--steps", type=int, help="steps per side, the first --skip untimed")
+    p.add_argument("--batch", type=int, help="sequences per step, every shape")
+    p.add_argument("--steps", type=int, help="steps per side, every shape, the first --skip untimed")
     p.add_argument("--skip", type=int)
     p.add_argument("--repeat", type=int, default=1, help="alternate growlang/transformers N times")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of one step of each")
     p.add_argument("--compound", type=Path, default=ROOT / "schedules" / "base.grow",
                    help="the compound schedule whose stages' seconds per FLOP are compared")
     p.add_argument("--compound-steps", type=int, help="steps per stage of it (default 30, --tiny 5; 0: skip)")
-    p.add_argument("--save", type=Path, help="also write the table to this file (benchmarks/growth/run.py "
-                   "embeds benchmarks/growth/out/trainer_speed.txt in docs/results.md)")
+    p.add_argument("--save", type=Path, help="also write the tables to this file (benchmarks/out/ keeps "
+                   "the runs the docs quote)")
     a = p.parse_args(argv)
-    c = dict(TINY if a.tiny else FULL)
-    for k in ("batch", "steps", "skip"):
-        if getattr(a, k) is not None:
-            c[k] = getattr(a, k)
+    if a.profile and a.device != "cpu":
+        p.error("--profile profiles on the CPU only")
+    shapes = {"tiny": dict(TINY)} if a.tiny else {name: dict(SHAPES[name]) for name in a.shapes}
+    for c in shapes.values():
+        if a.device == "cuda" and not a.tiny:
+            c.update(CUDA_RUN)
+        for k in ("batch", "steps", "skip"):
+            if getattr(a, k) is not None:
+                c[k] = getattr(a, k)
+        if not 0 < c["skip"] < c["steps"] - 1:
+            p.error(f"need 0 < --skip < --steps - 1 (shape {c['depth']}x{c['width']}: skip {c['skip']}, steps {c['steps']})")
     if a.compound_steps is None:
         a.compound_steps = 5 if a.tiny else 30
-    if not 0 < c["skip"] < c["steps"] - 1:
-        p.error("need 0 < --skip < --steps - 1")
+    compound_skip = min(c["skip"] for c in shapes.values())
+    if a.compound_steps and not 0 < compound_skip < a.compound_steps - 1:
+        p.error(f"need 0 < skip ({compound_skip}) < --compound-steps - 1")
     import torch
 
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
     lines = []
 
     def say(line: str = "") -> None:
@@ -277,58 +312,77 @@ def main(argv: list[str] | None = None) -> int:
     from growlang.runtime.ceiling import PROBE_N, measure
 
     torch.set_num_threads(a.threads)
-    cpu = torch.device("cpu")  # the runtime's own probe (runtime/ceiling.py), measured afresh here
-    ceilings = {"fp32": measure(cpu, torch.float32) / 1e9, "bf16": measure(cpu, torch.bfloat16) / 1e9}
-    say(f"training throughput, {c['depth']} layers x {c['width']} (ffn {c['ffn']}, "
-        f"{c['width'] // c['head_dim']} heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}, "
-        f"post-LN BERT, dropout 0.1, AdamW (fp32 master weights), grad clip {CLIP}, {a.threads} thread(s), torch "
-        f"{torch.__version__}, {os.cpu_count()} cores; {c['steps']} steps each, first {c['skip']} not timed")
-    say(f"CPU: {cpu_model()}; matmul ceiling ({PROBE_N['cpu']}^3, {a.threads} thread(s)): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
+    dev = torch.device(a.device)  # the runtime's own probe (runtime/ceiling.py), measured afresh here
+    ceilings = {"fp32": measure(dev, torch.float32) / 1e9, "bf16": measure(dev, torch.bfloat16) / 1e9}
+    say(f"training throughput, post-LN BERT, dropout 0.1, AdamW (fp32 master weights), grad clip {CLIP}, "
+        f"device {a.device}, {a.threads} CPU thread(s), torch {torch.__version__}, {os.cpu_count()} cores")
+    say(f"{device_model(a.device)}; matmul ceiling ({PROBE_N[a.device]}^3"
+        f"{f', {a.threads} thread(s)' if a.device == 'cpu' else ''}): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
         f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
-    sides = [("growlang run fp32 (masked-only MLM head)", growlang_speed, "fp32", "fused"),
-             ("growlang run precision=bf16", growlang_speed, "bf16", "fused"),
-             ("growlang run precision=bf16 attention=auto", growlang_speed, "bf16", "auto"),
-             ("transformers BertForMaskedLM sdpa fp32", hf_speed, "fp32", None),
-             ("transformers ... + autocast bf16", hf_speed, "bf16", None)]
-    rows = {name: [] for name, *_ in sides}
-    with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
-        for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
-            for name, fn, precision, attention in sides:
-                load = os.getloadavg()[0]
-                args = ((c, a.threads, Path(tmp), precision, attention) if fn is growlang_speed
-                        else (c, a.threads, precision))
-                rows[name].append((*fn(*args), precision, load))
-    say(f"command: python benchmarks/trainer_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}; "
-        f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    say(f"\n{'trainer':<42} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
-    for name, *_ in sides:
-        for tps, n, flops, precision, load in rows[name]:
-            gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
-            say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
-    med = {name: statistics.median(r[0] for r in rs) for name, rs in rows.items()}
-    g32, g16, gauto, h32, h16 = (med[name] for name, *_ in sides)
-    say(f"\nratios (medians of {a.repeat}): growlang fp32 / HF fp32 {g32 / h32:.2f}x; growlang bf16 / HF fp32 "
-        f"{g16 / h32:.2f}x; growlang bf16 / HF bf16 {g16 / h16:.2f}x; growlang bf16 / growlang fp32 {g16 / g32:.2f}x; "
-        f"growlang bf16 attention=auto / HF bf16 {gauto / h16:.2f}x, / growlang bf16 {gauto / g16:.2f}x")
+    sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", "fused", "off"),
+             "g16": ("growlang run precision=bf16", "bf16", "fused", "off"),
+             "gauto": ("growlang run precision=bf16 attention=auto", "bf16", "auto", "off"),
+             "gcomp": ("growlang run precision=bf16 compile=on", "bf16", "fused", "on"),
+             "h32": ("transformers BertForMaskedLM sdpa fp32", "fp32", None, None),
+             "h16": ("transformers ... + autocast bf16", "bf16", None, None)}
+    if a.device == "cuda":
+        del sides["gauto"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
+    if a.no_compile:
+        del sides["gcomp"]
+    for shape, c in shapes.items():
+        rows = {key: [] for key in sides}
+        with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
+            for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
+                for key, (name, precision, attention, compile) in sides.items():
+                    load = os.getloadavg()[0]
+                    got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile)
+                           if key.startswith("g") else hf_speed(c, a.threads, a.device, precision))
+                    rows[key].append((*got, precision, load))
+        say(f"\nshape {shape}: {c['depth']} layers x {c['width']} (ffn {c['ffn']}, {c['width'] // c['head_dim']} "
+            f"heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}; {c['steps']} steps each, first "
+            f"{c['skip']} not timed; command: python benchmarks/trainer_speed.py "
+            f"{' '.join(sys.argv[1:] if argv is None else argv)}; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        say(f"{'trainer':<42} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
+        for key, (name, *_) in sides.items():
+            for tps, n, flops, precision, load in rows[key]:
+                gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
+                say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
+        med = {key: statistics.median(r[0] for r in rs) for key, rs in rows.items()}
+        ratios = [("growlang fp32 / HF fp32", "g32", "h32"), ("growlang bf16 / HF fp32", "g16", "h32"),
+                  ("growlang bf16 / HF bf16", "g16", "h16"), ("growlang bf16 / growlang fp32", "g16", "g32"),
+                  ("growlang bf16 attention=auto / growlang bf16", "gauto", "g16"),
+                  ("growlang bf16 compile=on / growlang bf16", "gcomp", "g16")]
+        say(f"ratios (medians of {a.repeat}): " + "; ".join(f"{label} {med[x] / med[y]:.2f}x"
+                                                          for label, x, y in ratios if x in med and y in med))
+        if a.device == "cuda" and (c["depth"], c["width"]) == (12, 768):
+            best = max(med[k] for k in med if k.startswith("g"))
+            say(f"against issue 11's anchor, HF sdpa BERT-base on one H200 {HF_ANCHOR_H200 / 1e6:.2f} M tokens/s: "
+                f"growlang's best {best / 1e6:.3f} M ({best / HF_ANCHOR_H200:.2f}x); this run's HF bf16 "
+                f"{med['h16'] / 1e6:.3f} M")
     say("goals (issue 11): with fast bf16, >= 2.5x HF fp32 and >= 1.3x HF bf16; without, fp32 >= 1.3x HF fp32. "
         "GFLOP/s counts the runtime's own FLOPs (growlang/accounting.py); HF does more (its head runs on "
         "every position), so only tokens/s compare across trainers")
     if a.compound_steps:
         say(f"\ncompound schedule {a.compound.relative_to(ROOT) if a.compound.is_relative_to(ROOT) else a.compound}, "
-            f"{a.compound_steps} steps per stage (first {c['skip']} not timed), its shapes and batch, growlang run")
+            f"{a.compound_steps} steps per stage (first {compound_skip} not timed), its shapes and batch, growlang run")
         say(f"{'precision':<9} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
             f"{'of ceiling':>10} {'s/FLOP vs last stage':>20} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
             for precision in ("fp32", "bf16"):
+                gemm = {}  # the stages' GEMMs depend on the precision, not the attention kernel: timed once
                 for attention in ("fused", "auto"):  # torch's dispatch, and the per-stage probe (runtime/attention.py)
-                    stages = compound_stages(a.compound, a.threads, Path(tmp), precision, attention,
-                                             a.compound_steps, c["skip"])
-                    last, last_gemm = stages[-1][2], stages[-1][3]
-                    for stage, per_step, spf, gemm, kernel in stages:
+                    plan, stages = compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
+                                                   a.compound_steps, compound_skip)
+                    if not gemm:
+                        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+                        gemm = {s[0]: gemm_seconds_per_flop(stage_gemms(plan.stage(s[0]), plan.model.vocab), dtype,
+                                                            a.device) for s in stages}
+                    last, last_gemm = stages[-1][2], gemm[stages[-1][0]]
+                    for stage, per_step, spf, kernel in stages:
                         used = attention if attention == kernel else f"{attention}: {kernel}"
                         say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf:>7.3f} "
                             f"{1 / spf / 1e9:>8.1f} {1 / spf / 1e9 / ceilings[precision]:>10.0%} {spf / last:>19.2f}x "
-                            f"{1 / gemm / 1e9:>20.1f} {gemm / last_gemm:>12.2f}x")
+                            f"{1 / gemm[stage] / 1e9:>20.1f} {gemm[stage] / last_gemm:>12.2f}x")
         say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'attention' is "
             "train.attention and, after 'auto:', the kernel each stage's probe chose. 'GEMMs alone' "
             "times the stage's own matrix products (forward and backward, the masked-only head) one by one in "
@@ -338,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         a.save.parent.mkdir(parents=True, exist_ok=True)
         a.save.write_text("\n".join(lines) + "\n")
     if a.profile:
-        profile(c, a.threads)
+        profile(next(iter(shapes.values())), a.threads)
     return 0
 
 

@@ -82,7 +82,7 @@ class TrainBlock(_Frozen):
     log_every: int = Field(10, gt=0)
     sharding: Literal["none", "fsdp"] = "none"
     compile: Literal["auto", "on", "off"] = "off"  # torch.compile of the training step (docs/precision.md)
-    attention: Literal["fused", "math", "fused-fp32", "auto"] = "fused"  # the attention kernel (runtime/attention.py)
+    attention: Literal["fused", "math", "fused-fp32", "gemm", "auto"] = "fused"  # the attention kernel (runtime/attention.py)
 
     @field_validator("lr_on_grow", mode="before")
     @classmethod

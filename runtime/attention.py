@@ -15,6 +15,11 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
   bf16 step of the quickstart's stages (torch.profiler, benchmarks/step_profile.py: 46.5 of
   157 ms on stage 1, 100.7 of 320 on stage 3), several times its fp32 cost, and upcasting made
   the steps 13-16% faster (docs/precision.md, "Attention kernel"). More exact, not less.
+- `gemm` is growlang's own (runtime/attention_gemm.py): the two products as batched GEMMs in the
+  operands' dtype, the softmax in fp32, the probabilities kept for backward like `math`'s but in
+  the operands' dtype, and a backward of four GEMMs. Under bf16 on the same CPU it was 2.5-4.5x
+  faster than `fused` at lengths 84 and 128 (with and without dropout), because the CPU flash
+  kernel's bf16 backward runs far below the bf16 matmul rate; at length 512 `fused` won.
 - `auto` times the candidates that differ in the run (`candidates`), forward and backward, on
   the stage's own attention shape in the run's precision, and keeps the fastest where it beats
   `fused` clearly (MARGIN): which one wins depends on the CPU, the dtype and the length, so the
@@ -40,16 +45,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-KERNELS = ("fused", "math", "fused-fp32")
+KERNELS = ("fused", "math", "fused-fp32", "gemm")
 REDUCED = (torch.bfloat16, torch.float16)
-_UPCAST = contextvars.ContextVar("growlang_attention_upcast", default=False)  # set by `fused-fp32`'s kernel()
+_KERNEL = contextvars.ContextVar("growlang_attention_kernel", default="fused")  # set by AttentionChoice.kernel()
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,
                                  dropout_p: float = 0.0) -> torch.Tensor:
     """`F.scaled_dot_product_attention` (no mask: packed sequences have no padding) with the
     current stage's kernel (`AttentionChoice.kernel`): the encoder's and the decoder's call."""
-    if _UPCAST.get() and q.dtype in REDUCED:
+    kernel = _KERNEL.get()
+    if kernel == "gemm":
+        from growlang.runtime.attention_gemm import gemm_attention
+
+        return gemm_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
+    if kernel == "fused-fp32" and q.dtype in REDUCED:
         with torch.autocast(q.device.type, enabled=False):
             y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=is_causal,
                                                dropout_p=dropout_p)
@@ -76,8 +86,9 @@ class AttentionShape:
 
     @property
     def scores_bytes(self) -> int:
-        """What the math kernel keeps for backward over the whole model: scores and probabilities
-        in fp32 (an upper bound for bf16), depth x micro batch x heads x T^2 each."""
+        """About what the math and gemm kernels keep for backward over the whole model: two
+        T^2 tensors per (layer, sequence, head) in fp32 (8 bytes a score; gemm's P, dropped P and
+        mask are 5 in bf16, 9 in fp32 with dropout)."""
         return 2 * 4 * self.depth * self.micro_batch * self.heads * self.length ** 2
 
     def describe(self) -> str:
@@ -97,11 +108,11 @@ class AttentionChoice:
             with sdpa_kernel(SDPBackend.MATH):
                 yield
             return
-        token = _UPCAST.set(self.name == "fused-fp32")
+        token = _KERNEL.set(self.name)
         try:
             yield
         finally:
-            _UPCAST.reset(token)
+            _KERNEL.reset(token)
 
     def describe(self) -> str:
         return f"attention: {self.name} ({self.why})"
@@ -128,13 +139,17 @@ def stage_shape(plan, stage, micro_batch: int) -> AttentionShape:
 
 def candidates(shape: AttentionShape, dtype: torch.dtype) -> tuple[str, ...]:
     """The kernels that compute differently in this run, `fused` first: `math` only with dropout off
-    (with dropout torch's CPU dispatch trains on math already, so the two are one) and where its
-    scores fit SCORES_LIMIT; `fused-fp32` only under reduced precision (in fp32 it is `fused`)."""
+    (with dropout torch's CPU dispatch trains on math already, so the two are one); `fused-fp32`
+    only under reduced precision (in fp32 it is `fused`); `math` and `gemm` only where the
+    T^2 tensors they keep fit SCORES_LIMIT."""
+    fits = shape.scores_bytes <= SCORES_LIMIT
     out = ["fused"]
-    if shape.dropout == 0 and shape.scores_bytes <= SCORES_LIMIT:
+    if shape.dropout == 0 and fits:
         out.append("math")
     if dtype in REDUCED:
         out.append("fused-fp32")
+    if fits:
+        out.append("gemm")
     return tuple(out)
 
 

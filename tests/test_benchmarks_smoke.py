@@ -77,9 +77,20 @@ def test_trainer_speed_tiny(tmp_path):
     assert "growlang fp32 / HF fp32" in out and "matmul ceiling" in out
     saved = (tmp_path / "t.txt").read_text()
     assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
+    assert "growlang run precision=bf16 compile=on" in saved and "growlang bf16 compile=on / growlang bf16" in saved
     compound = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
     assert {r.split()[1] for r in compound} == {"fused", "auto:"}  # each precision with either kernel setting
     assert len(compound) == 2 * 2 * 3  # fp32 and bf16, fused and auto, the quickstart's three stages
+
+
+def test_trainer_speed_refuses_a_missing_gpu_before_any_work():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the GPU mode would run")
+    p = subprocess.run([sys.executable, str(BENCH / "trainer_speed.py"), "--device", "cuda"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--device cuda: torch sees no CUDA device" in p.stderr and not p.stdout
 
 
 def test_model_speed_tiny():

@@ -25,30 +25,36 @@ CPU = torch.device("cpu")
 SHAPE = attn.AttentionShape(depth=2, micro_batch=4, heads=2, length=16, head_dim=8, causal=False, dropout=0.0)
 
 
-def timer(fused: float, math: float, upcast: float = 9.0, calls: list | None = None):
+def timer(fused: float, math: float, upcast: float = 9.0, calls: list | None = None, gemm: float = 9.0):
     def time_kernels(shape, dtype, device, kernels):
         if calls is not None:
             calls.append((shape, dtype, kernels))
-        return {k: t for k, t in (("fused", fused), ("math", math), ("fused-fp32", upcast)) if k in kernels}
+        return {k: t for k, t in (("fused", fused), ("math", math), ("fused-fp32", upcast), ("gemm", gemm))
+                if k in kernels}
     return time_kernels
 
 
-@pytest.mark.parametrize("fused, math, upcast, name", [(1.0, 0.5, 0.7, "math"), (1.0, 0.95, 2.0, "fused"),
-                                                       (0.5, 1.0, 2.0, "fused"), (1.0, 0.8, 0.6, "fused-fp32"),
-                                                       (1.0, 2.0, 0.92, "fused")])
-def test_auto_keeps_the_fastest_only_when_clearly_faster(tmp_path, fused, math, upcast, name):
-    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(fused, math, upcast))
+@pytest.mark.parametrize("fused, math, upcast, gemm, name", [
+    (1.0, 0.5, 0.7, 2.0, "math"), (1.0, 0.95, 2.0, 2.0, "fused"), (0.5, 1.0, 2.0, 2.0, "fused"),
+    (1.0, 0.8, 0.6, 2.0, "fused-fp32"), (1.0, 2.0, 0.92, 2.0, "fused"), (1.0, 0.6, 0.7, 0.3, "gemm"),
+    (1.0, 2.0, 2.0, 0.91, "fused")])
+def test_auto_keeps_the_fastest_only_when_clearly_faster(tmp_path, fused, math, upcast, gemm, name):
+    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path,
+                     timer=timer(fused, math, upcast, gemm=gemm))
     assert (c.requested, c.name) == ("auto", name)
     assert "(4, 2, 16, 8) bfloat16" in c.why and f"fused {fused * 1e3:.2f} ms" in c.why  # what it rests on
-    assert f"fused-fp32 {upcast * 1e3:.2f} ms" in c.why
+    assert f"fused-fp32 {upcast * 1e3:.2f} ms" in c.why and f"gemm {gemm * 1e3:.2f} ms" in c.why
 
 
 def test_the_candidates():
     dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # CPU dispatch: math in training already
-    assert attn.candidates(SHAPE, torch.bfloat16) == ("fused", "math", "fused-fp32")
-    assert attn.candidates(SHAPE, torch.float32) == ("fused", "math")  # fused-fp32 is fused there
-    assert attn.candidates(dropped, torch.bfloat16) == ("fused", "fused-fp32")
-    assert attn.candidates(dropped, torch.float32) == ("fused",)
+    assert attn.candidates(SHAPE, torch.bfloat16) == ("fused", "math", "fused-fp32", "gemm")
+    assert attn.candidates(SHAPE, torch.float32) == ("fused", "math", "gemm")  # fused-fp32 is fused there
+    assert attn.candidates(dropped, torch.bfloat16) == ("fused", "fused-fp32", "gemm")
+    assert attn.candidates(dropped, torch.float32) == ("fused", "gemm")  # gemm draws its own dropout
+    huge = attn.AttentionShape(depth=24, micro_batch=8, heads=16, length=4096, head_dim=64, causal=True, dropout=0.0)
+    assert attn.candidates(huge, torch.bfloat16) == ("fused", "fused-fp32")  # T^2 tensors kept: not tried
+    assert attn.candidates(huge, torch.float32) == ("fused",)
 
 
 def test_the_probe_is_cached_per_shape_and_dtype(tmp_path):
@@ -59,9 +65,9 @@ def test_the_probe_is_cached_per_shape_and_dtype(tmp_path):
     attn.resolve("auto", SHAPE, torch.float32, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
     longer = attn.AttentionShape(**{**SHAPE.__dict__, "length": 32})
     attn.resolve("auto", longer, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
-    assert len(calls) == 3 and calls[1][2] == ("fused", "math")  # each time only the kernels that differ
+    assert len(calls) == 3 and calls[1][2] == ("fused", "math", "gemm")  # each time only the kernels that differ
     table = json.loads((tmp_path / "attention.json").read_text())
-    assert sorted(len(v) for v in table.values()) == [2, 3, 3]
+    assert sorted(len(v) for v in table.values()) == [3, 4, 4]
 
 
 def test_what_auto_does_not_probe(tmp_path):
@@ -70,11 +76,9 @@ def test_what_auto_does_not_probe(tmp_path):
     assert attn.resolve("math", SHAPE, torch.bfloat16, CPU, timer=never).name == "math"
     assert attn.resolve("auto", SHAPE, torch.bfloat16, torch.device("cuda", 0), timer=never).name == "fused"
     assert "compiled" in attn.resolve("auto", SHAPE, torch.bfloat16, CPU, compiled=True, timer=never).why
-    dropped = attn.AttentionShape(**{**SHAPE.__dict__, "dropout": 0.1})  # fp32 with dropout: nothing differs
-    assert "no other kernel" in attn.resolve("auto", dropped, torch.float32, CPU, timer=never).why
     huge = attn.AttentionShape(depth=24, micro_batch=8, heads=16, length=4096, head_dim=64, causal=True, dropout=0.0)
     c = attn.resolve("auto", huge, torch.float32, CPU, cache_dir=tmp_path, timer=never)
-    assert c.name == "fused" and "scores 384.0 GiB" in c.why  # math would keep them for backward: not tried
+    assert c.name == "fused" and "no other kernel" in c.why and "scores 384.0 GiB" in c.why  # math, gemm keep them
     assert calls == []
 
 
@@ -165,7 +169,7 @@ def test_a_resumed_run_keeps_its_kernels(tmp_path, corpus, monkeypatch, capsys):
 
     assert run_plan(plan, restored, resume=False, device="cpu", stop_after_steps=7) == 130  # last: big's step 6
     table = json.loads((cache / "attention.json").read_text())
-    (cache / "attention.json").write_text(json.dumps({k: {"fused": 0.1, "math": 1.0} for k in table}))
+    (cache / "attention.json").write_text(json.dumps({k: {"fused": 0.1, "math": 1.0, "gemm": 1.0} for k in table}))
     assert run_plan(plan, restored, resume=True, device="cpu") == 0
     same_as_whole(restored)
     kernels = [(r["stage"], r["name"]) for r in read_metrics(restored / "metrics.jsonl") if r["kind"] == "attention"]
@@ -182,3 +186,66 @@ def test_fused_fp32_trains_under_bf16(tmp_path, corpus):
     assert a != b and max(abs(x - y) / x for (_, x), (_, y) in zip(a, b)) < 0.05  # attention's rounding only
     kernels = [(r["stage"], r["name"]) for r in read_metrics(upcast / "metrics.jsonl") if r["kind"] == "attention"]
     assert kernels == [("small", "fused-fp32"), ("big", "fused-fp32")]
+
+
+def test_the_schema_takes_every_kernel():
+    """growlang/schema.py (torch-free) spells the kernels again: it must list exactly KERNELS and auto."""
+    import typing
+
+    from growlang.schema import TrainBlock
+
+    assert typing.get_args(TrainBlock.model_fields["attention"].annotation) == (*attn.KERNELS, "auto")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gemm_attention_is_attention_in_float64(causal):
+    """Its hand-written backward, against finite differences (gradcheck) and against torch's kernel."""
+    from growlang.runtime.attention_gemm import gemm_attention
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 7, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda *x: gemm_attention(*x, is_causal=causal), (q, k, v))
+    y = gemm_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(y, F.scaled_dot_product_attention(q, k, v, is_causal=causal), rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_attention_with_dropout_is_dropout_of_the_probabilities():
+    """Its dropout: the keep mask comes from torch's generator (re-drawn here from the same seed),
+    scaled by 1/(1-p), and the gradients are those of that masked attention (autograd in float64)."""
+    from growlang.runtime.attention_gemm import gemm_attention
+
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 3, 9, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    p = 0.3
+    torch.manual_seed(5)
+    y = gemm_attention(q, k, v, is_causal=True, dropout_p=p)
+    grads = torch.autograd.grad(y.square().sum(), (q, k, v))
+    torch.manual_seed(5)
+    s = ((q @ k.transpose(-2, -1)) / 2.0).masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), float("-inf"))
+    probs = torch.softmax(s, dim=-1)
+    keep = torch.empty_like(probs).bernoulli_(1 - p).to(torch.bool)
+    reference = (probs * keep / (1 - p)) @ v
+    torch.testing.assert_close(y, reference, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, torch.autograd.grad(reference.square().sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert 0 < (~keep).float().mean() < 0.6 and torch.is_grad_enabled()
+
+
+def test_gemm_trains_under_bf16_with_dropout_and_resumes_bitwise(tmp_path, corpus):
+    """attention=gemm in a bf16 run with the model's dropout: close to the fused kernel's losses
+    (rounding and its own dropout draws differ), and a run stopped mid-stage resumes to the same
+    bits, dropout masks included (they come from the checkpointed RNG)."""
+    fused, gemm, resumed = tmp_path / "fused", tmp_path / "gemm", tmp_path / "resumed"
+    assert on_corpus(grow_all_plan(), corpus).model.dropout > 0
+    assert run_plan(on_corpus(grow_all_plan(precision="bf16"), corpus), fused, resume=False, device="cpu") == 0
+    plan = on_corpus(grow_all_plan(precision="bf16", attention="gemm", checkpoint_every=3), corpus)
+    assert run_plan(plan, gemm, resume=False, device="cpu") == 0
+    a, b = train_losses(fused), train_losses(gemm)
+    assert a != b and max(abs(x - y) / x for (_, x), (_, y) in zip(a, b)) < 0.05
+    kernels = [(r["stage"], r["name"]) for r in read_metrics(gemm / "metrics.jsonl") if r["kind"] == "attention"]
+    assert kernels == [("small", "gemm"), ("big", "gemm")]
+    assert run_plan(plan, resumed, resume=False, device="cpu", stop_after_steps=7) == 130
+    assert run_plan(plan, resumed, resume=True, device="cpu") == 0
+    assert train_losses(resumed) == b
+    w, again = load_file(gemm / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.equal(w[k], again[k]) for k in w)
