@@ -17,9 +17,10 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
   the steps 13-16% faster (docs/precision.md, "Attention kernel"). More exact, not less.
 - `gemm` is growlang's own (runtime/attention_gemm.py): the two products as batched GEMMs in the
   operands' dtype, the softmax in fp32, the probabilities kept for backward like `math`'s but in
-  the operands' dtype, and a backward of four GEMMs. Under bf16 on the same CPU it was 2.5-4.5x
-  faster than `fused` at lengths 84 and 128 (with and without dropout), because the CPU flash
-  kernel's bf16 backward runs far below the bf16 matmul rate; at length 512 `fused` won.
+  the operands' dtype, and a backward of four GEMMs. Under bf16 on the same CPU it was 2.8-4.6x
+  faster than `fused` at lengths 84 and 128 without dropout and 1.4x with it (docs/precision.md,
+  "Attention kernel"), because the CPU flash kernel's bf16 backward runs far below the bf16
+  matmul rate; at length 512 `fused` won.
 - `auto` times the candidates that differ in the run (`candidates`), forward and backward, on
   the stage's own attention shape in the run's precision, and keeps the fastest where it beats
   `fused` clearly (MARGIN): which one wins depends on the CPU, the dtype and the length, so the

@@ -4,9 +4,10 @@ and a backward of four more (train.attention=gemm, runtime/attention.py).
 Why: on a CPU without fast bf16 attention kernels, torch's flash kernel runs its bf16 backward
 at a small fraction of the machine's bf16 matmul rate, and the T x T products of short
 sequences are cheap GEMMs. Measured on this project's AMD EPYC (avx512_bf16, one thread),
-batch 32, 2 heads, head dim 64, bf16, forward and backward: 3.2 ms here against 14.3 for torch's
-fused kernel and 6.9 for it on fp32 copies at length 84; 5.9 against 22.4 and 13.5 at 128; at
-length 512 (causal, batch 8) the fused kernel wins, which is why `auto` times them per stage.
+batch 32, 2 heads, head dim 64, bf16, forward and backward: 3.1 ms here against 14.2 for torch's
+fused kernel and 7.2 for it on fp32 copies at length 84; 7.7 against 21.7 and 13.6 at 128
+(docs/precision.md, "Attention kernel"); at length 512 (causal, batch 8) the fused kernel wins
+(37.5 against 47.4 ms), which is why `auto` times them per stage.
 
 The cost is memory: the probabilities P (and with dropout the dropped P and its mask) are kept
 for backward, micro batch x heads x T^2 values per layer, as torch's math kernel keeps its own.
