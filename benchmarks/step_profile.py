@@ -1,7 +1,7 @@
 """Where one training step's time goes, on the small and the big stage of a compound schedule
 (default: schedules/base.grow's first and last), and what AdamW's implementations cost there.
 
-    flock /tmp/timing.lock .venv/bin/python benchmarks/step_profile.py [--threads 1] [--precision fp32]
+    flock /tmp/timing.lock .venv/bin/python benchmarks/step_profile.py [--threads 1] [--precision fp32] [--attention gemm]
 
 Prints torch.profiler's top ops by self CPU time for one step (after two warm-ups) of each stage,
 then the median optimizer-step time of AdamW's for-loop, foreach and fused implementations on that
@@ -44,11 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--rows", type=int, default=15)
+    p.add_argument("--attention", default="fused", help="train.attention's kernel (runtime/attention.py KERNELS)")
     a = p.parse_args(argv)
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from growlang.runtime.allocator import keep_freed_memory
+    from growlang.runtime.attention import KERNELS, AttentionChoice
+
+    if a.attention not in KERNELS:
+        p.error(f"--attention {a.attention!r}: choose one of {', '.join(KERNELS)}")
+    kernel = AttentionChoice(a.attention, a.attention, "--attention").kernel()
+    kernel.__enter__()  # every step below runs in it, as a stage's steps do in the trainer
 
     torch.set_num_threads(a.threads)
     keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             step()
         sh = stage.shape
         print(f"\n== stage {stage.name}: depth {sh.depth} width {sh.width} ffn {sh.ffn} len {sh.len} "
-              f"(encoder {stage.reading.encoder_len}), batch {stage.batch}, {a.precision}, {a.threads} thread(s); "
+              f"(encoder {stage.reading.encoder_len}), batch {stage.batch}, {a.precision}, attention {a.attention}, "
+              f"{a.threads} thread(s); "
               f"step {statistics.median(times) * 1e3:.1f} ms (median of 5); top ops by self CPU time")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows))
         ad = adamw_times(model, opt)

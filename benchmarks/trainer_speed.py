@@ -364,25 +364,36 @@ def main(argv: list[str] | None = None) -> int:
         "every position), so only tokens/s compare across trainers")
     if a.compound_steps:
         say(f"\ncompound schedule {a.compound.relative_to(ROOT) if a.compound.is_relative_to(ROOT) else a.compound}, "
-            f"{a.compound_steps} steps per stage (first {compound_skip} not timed), its shapes and batch, growlang run")
+            f"{a.compound_steps} steps per stage (first {compound_skip} not timed), its shapes and batch, growlang run; "
+            f"medians of {a.repeat} run(s), in brackets the range of the per-run ratio")
         say(f"{'precision':<9} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
-            f"{'of ceiling':>10} {'s/FLOP vs last stage':>20} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
+            f"{'of ceiling':>10} {'s/FLOP vs last (range)':<21} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
+        runs = {}  # (precision, attention) -> [(plan, stages)] of each repeat
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
-            for precision in ("fp32", "bf16"):
-                gemm = {}  # the stages' GEMMs depend on the precision, not the attention kernel: timed once
-                for attention in ("fused", "auto"):  # torch's dispatch, and the per-stage probe (runtime/attention.py)
-                    plan, stages = compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
-                                                   a.compound_steps, compound_skip)
-                    if not gemm:
-                        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-                        gemm = {s[0]: gemm_seconds_per_flop(stage_gemms(plan.stage(s[0]), plan.model.vocab), dtype,
-                                                            a.device) for s in stages}
-                    last, last_gemm = stages[-1][2], gemm[stages[-1][0]]
-                    for stage, per_step, spf, kernel in stages:
-                        used = attention if attention == kernel else f"{attention}: {kernel}"
-                        say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf:>7.3f} "
-                            f"{1 / spf / 1e9:>8.1f} {1 / spf / 1e9 / ceilings[precision]:>10.0%} {spf / last:>19.2f}x "
-                            f"{1 / gemm[stage] / 1e9:>20.1f} {gemm[stage] / last_gemm:>12.2f}x")
+            for _ in range(a.repeat):  # alternated like the shapes' sides: a change of load hits all alike
+                for precision in ("fp32", "bf16"):
+                    for attention in ("fused", "auto"):  # torch's dispatch, and the per-stage probe (runtime/attention.py)
+                        runs.setdefault((precision, attention), []).append(
+                            compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
+                                            a.compound_steps, compound_skip))
+        gemm = {}  # the stages' GEMMs depend on the precision, not the attention kernel: timed once each
+        for (precision, attention), reps in runs.items():
+            plan, first = reps[0]
+            if precision not in gemm:
+                dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+                gemm[precision] = {s[0]: gemm_seconds_per_flop(stage_gemms(plan.stage(s[0]), plan.model.vocab), dtype,
+                                                               a.device) for s in first}
+            g = gemm[precision]
+            spf = {s[0]: statistics.median(r[1][i][2] for r in reps) for i, s in enumerate(first)}
+            ratios = {s[0]: [r[1][i][2] / r[1][-1][2] for r in reps] for i, s in enumerate(first)}
+            last, last_gemm = spf[first[-1][0]], g[first[-1][0]]
+            for i, (stage, per_step, _, _) in enumerate(first):
+                kernels = sorted({r[1][i][3] for r in reps})  # auto's probe may choose differently per repeat
+                used = attention if kernels == [attention] else f"{attention}: {'/'.join(kernels)}"
+                spread = f" ({min(ratios[stage]):.2f}-{max(ratios[stage]):.2f})" if a.repeat > 1 else ""
+                say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf[stage]:>7.3f} "
+                    f"{1 / spf[stage] / 1e9:>8.1f} {1 / spf[stage] / 1e9 / ceilings[precision]:>10.0%} "
+                    f"{spf[stage] / last:>8.2f}x{spread:<12} {1 / g[stage] / 1e9:>20.1f} {g[stage] / last_gemm:>12.2f}x")
         say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'attention' is "
             "train.attention and, after 'auto:', the kernel each stage's probe chose. 'GEMMs alone' "
             "times the stage's own matrix products (forward and backward, the masked-only head) one by one in "

@@ -7,7 +7,7 @@ and a cast back: about ten passes over N x V elements, none of them counted as F
 fixed cost per predicted token that does not shrink with the model's depth or FFN, so they make a
 grown model's small first stage slower per FLOP than its last (issue 11). Here the gradient
 of the mean loss with respect to the logits, softmax(z) - onehot(t), is made in the forward pass
-from log_softmax's output (its exp, minus one at the targets): the forward's passes plus one,
+(a softmax in the GEMMs' dtype, minus one at the targets): log_softmax for the loss, one softmax,
 and the backward is the two GEMMs and the bias sum. The 1/N of the mean and the incoming
 gradient scale the small (N, d), (V, d) and (V,) results, not the (N, V) one.
 
@@ -27,17 +27,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
         logits = F.linear(h, weight, bias)  # (N, V), in autocast's dtype where it is on
+        n, v = logits.shape
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (N, V)
-        compute_dtype = logits.dtype  # the backward GEMMs run in it, as autograd's would
-        del logits
-        n = logp.shape[0]
-        at_target = logp.gather(1, targets[:, None])  # (N, 1)
-        loss = -at_target.mean()
-        # softmax(z) in the backward GEMMs' dtype: in place where that is fp32, else written straight
-        # into a bf16/fp16 buffer (one pass, not exp then cast); then p - 1 at the targets, from fp32
-        grad = logp.exp_() if compute_dtype == logp.dtype else torch.exp(logp, out=torch.empty_like(logp, dtype=compute_dtype))
+        at_target = logp.gather(1, targets[:, None])  # (N, 1), fp32
         del logp
-        grad.scatter_(1, targets[:, None], (at_target.exp() - 1.0).to(compute_dtype))  # softmax - onehot
+        loss = -at_target.mean()
+        # softmax(z) in the backward GEMMs' dtype, as autograd's fp32 one rounded to it: torch's
+        # softmax reads bf16, computes in fp32 and rounds once (tests/runtime/test_linear_ce.py).
+        # Not exp(logp, out=<bf16>): its dtype-changing output is a slower loop (benchmarks/head_speed.py)
+        grad = torch.softmax(logits, dim=-1)
+        del logits
+        # then p - 1 at the targets, from fp32; index_put_ on the flat view: scatter_ copies the
+        # whole (N, V) tensor twice on CPU (torch 2.13's profiler), index_put_ writes the N elements
+        at = torch.arange(n, device=targets.device) * v + targets
+        grad.view(-1).index_put_((at,), (at_target.exp() - 1.0).to(grad.dtype).view(-1))  # softmax - onehot
         ctx.save_for_backward(h, weight, grad)
         ctx.n = n
         ctx.has_bias = bias is not None

@@ -93,6 +93,26 @@ def test_trainer_speed_refuses_a_missing_gpu_before_any_work():
     assert p.returncode == 2 and "--device cuda: torch sees no CUDA device" in p.stderr and not p.stdout
 
 
+def test_head_speed_runs_and_names_its_rows():
+    out = run(str(BENCH / "head_speed.py"), "--rounds", "2", "--shapes", "quickstart")
+    assert "matmul ceiling" in out and "N=608 predicted tokens, d=128, V=4096" in out
+    rows = [r.split()[:2] for r in out.splitlines() if r.startswith(("fp32 ", "bf16 "))]
+    assert rows == [[p, v] for p in ("fp32", "bf16") for v in ("GEMMs", "unfused", "linear_cross_entropy")]
+    assert "index_put_ at targets" in out and "softmax(z) bf16" in out
+
+
+def test_head_speed_refuses_an_unknown_shape():
+    p = subprocess.run([sys.executable, str(BENCH / "head_speed.py"), "--shapes", "huge"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--shapes: unknown huge" in p.stderr and not p.stdout
+
+
+def test_step_profile_with_the_gemm_kernel():
+    out = run(str(BENCH / "step_profile.py"), "--precision", "bf16", "--attention", "gemm", "--rows", "60")
+    assert out.count("attention gemm") == 2 and out.count("AdamW step") == 2  # the small and the big stage
+    assert "GemmAttention" in out and "flash_attention" not in out  # the kernel asked for, not torch's dispatch
+
+
 def test_model_speed_tiny():
     assert "ratio runtime/HF" in run(str(BENCH / "model_speed.py"), "--tiny")
 

@@ -44,6 +44,26 @@ def test_bf16_autocast_matches_unfused_within_bf16_rounding():
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)
 
 
+def test_bf16_logit_gradient_is_the_fp32_one_rounded_once():
+    """Under autocast the (N, V) gradient the backward GEMMs read is autograd's fp32
+    softmax(z) - onehot(t), rounded once to bf16, p_t - 1 included (not p_t rounded, then 1
+    subtracted: that loses the small gradients of confident predictions): so grad_h is exactly
+    that tensor times W in bf16, over N."""
+    h, w, b, t = _inputs(n=64, v=300)
+    t[:8] = torch.arange(8) * 10
+    w.data[:, :8] = 0
+    h.data[:8] = 0
+    for i in range(8):  # the first eight rows predict their target with p_t close to 1, the rest do not
+        w.data[t[i], i], h.data[i, i] = 1.0, 12.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(h, w, b, t).backward()
+        z = F.linear(h, w, b)
+    dz = (torch.softmax(z.float(), -1) - F.one_hot(t, 300)).to(torch.bfloat16)
+    assert (dz[:8].float().gather(1, t[:8, None]).abs() < 0.01).all()  # p_t - 1 small there, kept in bf16
+    expected = (dz @ w.detach().to(torch.bfloat16)).float() * (1 / 64)
+    torch.testing.assert_close(h.grad, expected, rtol=0, atol=0)
+
+
 def test_gradcheck_float64():
     h, w, b, t = _inputs(n=6, d=4, v=7, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda h, w, b: linear_cross_entropy(h, w, b, t), (h, w, b))
