@@ -17,29 +17,14 @@ The variants take turns, one call each per round, so a noisy neighbour slows all
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_speed import bench  # noqa: E402  (median seconds per call, the variants taking turns)
 from trainer_speed import device_model  # noqa: E402
 
 SHAPES = {"quickstart": (32 * 19, 128, 4096), "bert-base": (16 * 19, 768, 8192)}  # (N, d, V)
-
-
-def medians(calls: dict, rounds: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each callable, taking turns."""
-    for f in calls.values():
-        for _ in range(warmup):
-            f()
-    times = {k: [] for k in calls}
-    for _ in range(rounds):
-        for k, f in calls.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def head_calls(n: int, d: int, v: int, precision: str) -> dict:
@@ -118,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: N={n} predicted tokens, d={d}, V={v}")
         print(f"{'precision':<10} {'variant':<24} {'ms':>7} {'vs unfused':>10} {'beyond GEMMs':>13}")
         for precision in ("fp32", "bf16"):
-            m = medians(head_calls(n, d, v, precision), a.rounds)
+            m = bench(head_calls(n, d, v, precision), 3, a.rounds)
             for k, s in m.items():
                 print(f"{precision:<10} {k:<24} {s * 1e3:7.2f} {m['unfused'] / s:9.2f}x "
                       f"{(s - m['GEMMs alone']) * 1e3:11.2f}ms")
-        m = medians(op_calls(n, v), a.rounds)
+        m = bench(op_calls(n, v), 3, a.rounds)
         print(f"{'(N, V) op':<35} {'ms':>7}")
         for k, s in m.items():
             print(f"{k:<35} {s * 1e3:7.2f}")
