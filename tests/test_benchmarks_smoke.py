@@ -165,6 +165,23 @@ def test_equal_flops_rows_interpolate_each_curve_and_name_the_lowest():
     assert report.interpolate([1.0, 2.0], [5.0, 4.0], 2.5) is None  # past the end: not extrapolated
 
 
+def test_the_verdict_names_the_loss_and_whether_downstream_agrees():
+    report = growth_module() and importlib.import_module("report")
+
+    def top(c_loss, s_loss, c_acc, s_acc):
+        runs = [{"schedule": k, "final_eval": l, "downstream": a}
+                for k, ls, accs in (("compound", c_loss, c_acc), ("scratch", s_loss, s_acc)) for l, a in zip(ls, accs)]
+        return [{"runs": runs}]
+
+    text = report.verdict(top([2.06, 2.07], [2.13, 2.19], [0.43, 0.46], [0.51, 0.52]), {"compound": {"flops_speedup": 1.37}})
+    assert text.startswith("**Compound beats fully-decayed scratch") and "1.37x" in text
+    assert "**Downstream disagrees**" in text and "compound 0.445 vs scratch 0.515 (-0.070" in text
+    assert "**Downstream agrees**" in report.verdict(top([2.06, 2.07], [2.13, 2.19], [0.53, 0.56], [0.51, 0.52]), {})
+    same = report.verdict(top([2.1, 2.2], [2.15, 2.25], [0.5], [0.52]), {})
+    assert same.startswith("**No clear difference") and "Downstream: no clear difference" in same
+    assert "worse than scratch" in report.verdict(top([2.3, 2.4], [2.1, 2.2], [0.4, 0.41], [0.5, 0.52]), {})
+
+
 def test_downstream_split_is_by_address():
     sides = growth_module() and importlib.import_module("downstream").addresses_by_side()
     assert sides["dev"] and sides["train"] and not sides["dev"] & sides["train"]

@@ -398,24 +398,45 @@ def _periods():
     return PERIODS
 
 
+def apart(a: list[float], b: list[float]) -> bool:
+    """Two groups of seeds whose ranges do not overlap (one seed has no range: never apart)."""
+    return min(len(a), len(b)) >= 2 and (max(a) < min(b) or min(a) > max(b))
+
+
 def verdict(budgets, sp) -> str:
-    """The plain statement the issue asks for, from the numbers."""
+    """The plain statement the issue asks for, from the numbers: the MLM loss, then whether the
+    downstream score says the same."""
     top = budgets[-1]
     c, s = by(top, "compound", "final_eval"), by(top, "scratch", "final_eval")
     if not (c and s):
         return "**Verdict: not yet decidable**: the top budget lacks compound or scratch runs."
     diff = mean(c) - mean(s)
-    apart = min(len(c), len(s)) >= 2 and (max(c) < min(s) or min(c) > max(s))  # one seed: no range
     r = sp.get("compound") or {}
-    if diff < 0 and apart:
-        return (f"**Compound beats fully-decayed scratch at the top budget** by {-diff:.3f} nats (seed ranges do not "
+    if diff < 0 and apart(c, s):
+        loss = (f"**Compound beats fully-decayed scratch at the top budget** by {-diff:.3f} nats (seed ranges do not "
                 f"overlap); FLOPs speed-up to scratch's top loss: "
                 + (f"{r['flops_speedup']:.2f}x." if r.get("flops_speedup") else "not interpolable from the budgets run."))
-    if diff > 0 and apart:
-        return (f"**Growth does not beat fully-decayed scratch here**: at the top budget compound is {diff:.3f} nats "
+    elif diff > 0 and apart(c, s):
+        loss = (f"**Growth does not beat fully-decayed scratch here**: at the top budget compound is {diff:.3f} nats "
                 "worse than scratch (seed ranges do not overlap).")
-    return (f"**No clear difference at the top budget**: compound - scratch = {diff:+.3f} nats with overlapping seed "
-            "ranges; growth does not demonstrably beat fully-decayed scratch in this regime.")
+    else:
+        loss = (f"**No clear difference at the top budget**: compound - scratch = {diff:+.3f} nats with overlapping seed "
+                "ranges; growth does not demonstrably beat fully-decayed scratch in this regime.")
+    return loss + " " + downstream_verdict(by(top, "compound", "downstream"), by(top, "scratch", "downstream"), diff)
+
+
+def downstream_verdict(c: list[float], s: list[float], loss_diff: float) -> str:
+    """Whether the fine-tuned task agrees with the MLM loss at the top budget (higher accuracy is better)."""
+    if not (c and s):
+        return "Downstream: not yet scored for both."
+    d = mean(c) - mean(s)
+    figures = f"dev accuracy compound {mean(c):.3f} vs scratch {mean(s):.3f} ({d:+.3f}"
+    if not apart(c, s):
+        return f"Downstream: no clear difference, {figures}, seed ranges overlap or one seed)."
+    if (d > 0) == (loss_diff < 0):
+        return f"**Downstream agrees**: {figures}, seed ranges do not overlap)."
+    return (f"**Downstream disagrees**: {figures}, seed ranges do not overlap): the pretraining-loss ordering "
+            "did not carry over to the fine-tuned task at this budget.")
 
 
 def plot(budgets: list[dict], png: Path) -> None:
