@@ -12,7 +12,7 @@ and the backward is the two GEMMs and the bias sum. The 1/N of the mean and the 
 gradient scale the small (N, d), (V, d) and (V,) results, not the (N, V) one.
 
 Measured (benchmarks/head_speed.py, docs/precision.md "Measured"): on torch 2.13's CPU kernels this
-is as fast as the unfused head (0.97-1.02x, its log_softmax backward being one vectorised pass),
+is as fast as the unfused head (0.97-1.02x; the passes it saves no longer show in time there),
 and under bf16 autocast it keeps a bf16 (N, V) tensor for backward where autograd keeps fp32
 log-probabilities: half the head's saved memory.
 
