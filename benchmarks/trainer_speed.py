@@ -21,8 +21,9 @@ and the same batches (the runtime's TokenStream and masking, labels -100 off the
 positions; its head runs on every position, the runtime's only on the masked ones). Batch
 creation is inside the timed step for both, as it is in the runtime's trainer.
 
-growlang runs four ways: fp32, bf16, bf16 with attention=auto (CPU only: on CUDA auto keeps the
-fused kernel) and bf16 with compile=on (its compile time falls in the untimed first steps; omit
+growlang runs four ways, attention as a schedule that names none gets it (growlang/assemble.py
+default_attention: fused in fp32, auto otherwise): fp32, bf16, bf16 with attention=fused (CPU
+only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in the untimed first steps; omit
 the side with --no-compile: on a CPU it compiles for a minute or more).
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
@@ -55,15 +56,17 @@ HF_ANCHOR_H200 = 0.37e6  # tokens/s, HF BertForMaskedLM sdpa, BERT-base, one H20
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
 
 
-def schedule(c: dict, precision: str = "fp32", attention: str = "fused", compile: str = "off") -> str:
+def schedule(c: dict, precision: str = "fp32", attention: str | None = None, compile: str = "off") -> str:
+    """The one-stage schedule of shape `c`; `attention` None: the default for `precision`."""
+    kernel = f" attention={attention}" if attention else ""
     return (f"model bert {{ vocab={c['vocab']} head_dim={c['head_dim']} max_len={c['len']} }}\n"
             "data  { corpus=builtin tokenizer=builtin mask=0.15 }\n"
             f"train {{ batch={c['batch']} lr={LR} warmup=0 decay=constant seed={SEED} eval_every=0 eval_batches=1 "
-            f"log_every=1 checkpoint_every=0 precision={precision} attention={attention} compile={compile} }}\n"
+            f"log_every=1 checkpoint_every=0 precision={precision}{kernel} compile={compile} }}\n"
             f"stage speed: depth={c['depth']} width={c['width']} ffn={c['ffn']} len={c['len']} steps={c['steps']}\n")
 
 
-def growlang_speed(c: dict, threads: int, workdir: Path, device: str, precision: str, attention: str = "fused",
+def growlang_speed(c: dict, threads: int, workdir: Path, device: str, precision: str, attention: str | None = None,
                    compile: str = "off") -> tuple[float, int, float]:
     """(tokens/s after the first `skip` steps, steps timed, FLOP/s) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line)
         print(line, flush=True)
 
+    from growlang.assemble import default_attention
     from growlang.runtime.ceiling import PROBE_N, measure
 
     torch.set_num_threads(a.threads)
@@ -319,14 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{device_model(a.device)}; matmul ceiling ({PROBE_N[a.device]}^3"
         f"{f', {a.threads} thread(s)' if a.device == 'cpu' else ''}): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
         f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
-    sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", "fused", "off"),
-             "g16": ("growlang run precision=bf16", "bf16", "fused", "off"),
-             "gauto": ("growlang run precision=bf16 attention=auto", "bf16", "auto", "off"),
-             "gcomp": ("growlang run precision=bf16 compile=on", "bf16", "fused", "on"),
+    sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", None, "off"),
+             "g16": ("growlang run precision=bf16", "bf16", None, "off"),
+             "gfused": ("growlang run precision=bf16 attention=fused", "bf16", "fused", "off"),
+             "gcomp": ("growlang run precision=bf16 compile=on", "bf16", None, "on"),
              "h32": ("transformers BertForMaskedLM sdpa fp32", "fp32", None, None),
              "h16": ("transformers ... + autocast bf16", "bf16", None, None)}
     if a.device == "cuda":
-        del sides["gauto"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
+        del sides["gfused"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
     if a.no_compile:
         del sides["gcomp"]
     for shape, c in shapes.items():
@@ -350,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         med = {key: statistics.median(r[0] for r in rs) for key, rs in rows.items()}
         ratios = [("growlang fp32 / HF fp32", "g32", "h32"), ("growlang bf16 / HF fp32", "g16", "h32"),
                   ("growlang bf16 / HF bf16", "g16", "h16"), ("growlang bf16 / growlang fp32", "g16", "g32"),
-                  ("growlang bf16 attention=auto / growlang bf16", "gauto", "g16"),
+                  ("growlang bf16 / growlang bf16 attention=fused", "g16", "gfused"),
                   ("growlang bf16 compile=on / growlang bf16", "gcomp", "g16")]
         say(f"ratios (medians of {a.repeat}): " + "; ".join(f"{label} {med[x] / med[y]:.2f}x"
                                                           for label, x, y in ratios if x in med and y in med))
@@ -390,12 +394,14 @@ def main(argv: list[str] | None = None) -> int:
             for i, (stage, per_step, _, _) in enumerate(first):
                 kernels = sorted({r[1][i][3] for r in reps})  # auto's probe may choose differently per repeat
                 used = attention if kernels == [attention] else f"{attention}: {'/'.join(kernels)}"
+                used += "*" if default_attention(precision)[0] == attention else ""
                 spread = f" ({min(ratios[stage]):.2f}-{max(ratios[stage]):.2f})" if a.repeat > 1 else ""
                 say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf[stage]:>7.3f} "
                     f"{1 / spf[stage] / 1e9:>8.1f} {1 / spf[stage] / 1e9 / ceilings[precision]:>10.0%} "
                     f"{spf[stage] / last:>8.2f}x{spread:<12} {1 / g[stage] / 1e9:>20.1f} {g[stage] / last_gemm:>12.2f}x")
         say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'attention' is "
-            "train.attention and, after 'auto:', the kernel each stage's probe chose. 'GEMMs alone' "
+            "train.attention and, after 'auto:', the kernel each stage's probe chose; * marks the kernel a "
+            "schedule that names none gets at that precision (growlang/assemble.py default_attention). 'GEMMs alone' "
             "times the stage's own matrix products (forward and backward, the masked-only head) one by one in "
             "the same precision: their ratio is what the matmuls alone would cost per FLOP, small stage vs big; the "
             "rest of the trainer's ratio is work around them (optimizer, head softmax, norms, pooling)")

@@ -14,6 +14,18 @@ from growlang.stage_checks import stage_reading, stage_steps
 WARMUP_SHARE = 0.01
 
 
+def default_attention(precision: str) -> tuple[str, str]:
+    """The attention kernel of a schedule that names none, and why (docs/precision.md, "Attention
+    kernel"). In fp32 `fused`: every fp32 run trains bitwise as before the option, and no other
+    kernel beat it by auto's margin in fp32 on this project's CPUs. Otherwise (bf16, fp16, auto)
+    `auto`: on a CPU the flash kernel's bf16 backward ran far below the bf16 matmul rate (the
+    largest op of the quickstart's bf16 steps), so the probe picks per stage; on CUDA or with
+    compile on, `auto` keeps `fused` (runtime/attention.py: resolve)."""
+    if precision == "fp32":
+        return "fused", "fp32"
+    return "auto", f"precision={precision}: timed per stage on a CPU, fused on CUDA"
+
+
 def _fmt(v) -> str:
     if isinstance(v, tuple):
         return v[0] if v[0] != "rewarm" else f"rewarm({v[1]})"
@@ -24,7 +36,7 @@ def defaults_used(schedule, model) -> list[str]:
     """The defaults `check` lists: the model block's are the family's, as resolved in `model`
     (family_checks); keys the family ignores (a causal LM's `mask`) are not listed."""
     used = model_defaults_used(schedule.model, model)
-    hidden = ("micro_batch", "warmup") + data_defaults_hidden(family(schedule.model.family))
+    hidden = ("micro_batch", "warmup", "attention") + data_defaults_hidden(family(schedule.model.family))
     for kind in ("data", "train"):
         block = getattr(schedule, kind)
         for key in type(block).model_fields:
@@ -54,12 +66,16 @@ def assemble(checked: CheckedSchedule) -> Plan:
         longest = max(sum(stages[n].steps for n in p.stages) for p in paths)
         warmup = max(1, round(WARMUP_SHARE * longest))
         used.append(f"train.warmup={warmup} (1% of the longest path's steps)")
+    attention = t.attention
+    if attention is None:
+        attention, why = default_attention(t.precision)
+        used.append(f"train.attention={attention} ({why})")
     if t.micro_batch is None:
         used.append(f"train.micro_batch={micro} (= batch)")
     policy, rewarm = t.lr_on_grow
     train = TrainSpec(t.batch, micro, t.lr, warmup, t.decay, t.min_lr, t.optimizer, t.weight_decay, t.beta1,
                       t.beta2, t.eps, t.grad_clip, t.precision, t.seed, t.on_grow, policy, rewarm, t.eval_every,
-                      t.eval_batches, t.checkpoint_every, t.log_every, t.sharding, t.compile, t.attention)
+                      t.eval_batches, t.checkpoint_every, t.log_every, t.sharding, t.compile, attention)
     return Plan(
         name=c.path.stem,
         source=str(c.path.absolute()),

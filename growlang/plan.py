@@ -75,7 +75,7 @@ class TrainSpec:
     log_every: int
     sharding: str = "none"  # "none" | "fsdp"
     compile: str = "off"  # "auto" | "on" | "off": torch.compile of the training step (runtime/precision.py)
-    attention: str = "fused"  # "fused" | "math" | "fused-fp32" | "gemm" | "auto": the attention kernel, per stage (runtime/attention.py)
+    attention: str = "fused"  # "fused" | "math" | "fused-fp32" | "gemm" | "auto": the attention kernel, per stage (runtime/attention.py; unset: assemble.default_attention)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ class TrainBlock(_Frozen):
     log_every: int = Field(10, gt=0)
     sharding: Literal["none", "fsdp"] = "none"
     compile: Literal["auto", "on", "off"] = "off"  # torch.compile of the training step (docs/precision.md)
-    attention: Literal["fused", "math", "fused-fp32", "gemm", "auto"] = "fused"  # the attention kernel (runtime/attention.py)
+    # the attention kernel (runtime/attention.py); unset: by the precision (assemble.default_attention)
+    attention: Optional[Literal["fused", "math", "fused-fp32", "gemm", "auto"]] = None
 
     @field_validator("lr_on_grow", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ def test_growth_tiny(tmp_path):
     assert {r["schedule"] for r in top["runs"]} == {"scratch", "compound", "small-only", "depth-stack"}
     for r in top["runs"]:
         assert 0 <= r["downstream"] <= 1 and r["tokens"] > 0 and r["train_s"] > 0 and r["final_eval"] > 0
+        assert r["attention"] == ["fused"]  # the tiny scale is fp32: the kernel its metrics recorded
     assert not res["missing"] and {c["check"]: c["pass"] for c in res["checks"]}[">= 3 budgets"] is False
     assert (tmp_path / "results.png").stat().st_size > 0
     assert not (tmp_path / "docs").exists()  # docs/ is only written by the full suite in its default folder
@@ -79,7 +80,9 @@ def test_trainer_speed_tiny(tmp_path):
     assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
     assert "growlang run precision=bf16 compile=on" in saved and "growlang bf16 compile=on / growlang bf16" in saved
     compound = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
-    assert {r.split()[1] for r in compound} == {"fused", "auto:"}  # each precision with either kernel setting
+    assert {r.split()[1].rstrip("*") for r in compound} == {"fused", "auto:"}  # each precision with either kernel
+    defaults = {(r.split()[0], r.split()[1].rstrip("*")) for r in compound if "*" in "".join(r.split()[1:3])}
+    assert defaults == {("fp32", "fused"), ("bf16", "auto:")}  # marked: what a schedule naming no kernel gets
     assert len(compound) == 2 * 2 * 3  # fp32 and bf16, fused and auto, the quickstart's three stages
 
 

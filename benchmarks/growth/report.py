@@ -97,7 +97,9 @@ def collect(runs, texts: dict, summaries: Path, top_flops: float) -> tuple[list[
              "downstream": s["downstream"]["dev_acc"], "downstream_detail": s["downstream"], "train_s": s["train_s"],
              "wall_s": s["wall_s"], "tokens": s["tokens"], "steps": s["steps"], "flops": s["flops"],
              "start": s["start"], "load_start": s["load_start"], "load_end": s["load_end"], "curve": s["curve"],
-             "machine": s.get("machine")})
+             "machine": s.get("machine"),
+             # summaries from before the field trained when a bf16 schedule naming no kernel got `fused`
+             "attention": s.get("attention") or ["fused"]})
     fracs = sorted({r.budget for r in runs})
     return [{"fraction": b, "flops": b * top_flops, "runs": budgets.get(b, [])} for b in fracs], missing
 
@@ -182,15 +184,21 @@ def write(sc: dict, runs, texts: dict, summaries: Path, docs: Path, out: Path, t
     return text
 
 
-def trained_on(budgets: list[dict]) -> str:
-    """The machines the summarized runs were trained on (each summary records its own; the suite
-    may span sittings), with how many runs each; this machine's model when no run says."""
+def tally(budgets: list[dict], field: str, unrecorded: str) -> str:
+    """The values of one run field over the summarized runs, with how many runs each."""
     seen: dict[str, int] = {}
     for b in budgets:
         for r in b["runs"]:
-            m = r.get("machine") or "unrecorded (runs from before summaries named their machine)"
+            v = r.get(field)
+            m = "/".join(v) if isinstance(v, list) else (v or unrecorded)
             seen[m] = seen.get(m, 0) + 1
-    return "; ".join(f"{m} ({n} runs)" for m, n in seen.items()) or cpu_model()
+    return "; ".join(f"{m} ({n} runs)" for m, n in seen.items())
+
+
+def trained_on(budgets: list[dict]) -> str:
+    """The machines the summarized runs were trained on (each summary records its own; the suite
+    may span sittings); this machine's model when no run says."""
+    return tally(budgets, "machine", "unrecorded (runs from before summaries named their machine)") or cpu_model()
 
 
 def write_probes(sc: dict, runs, texts: dict, summaries: Path, docs: Path, out: Path, top_flops: float) -> str:
@@ -308,6 +316,11 @@ def markdown(sc, budgets, entropy, chk, sp, missing, machine, kinds, full) -> st
              f"(builtin WordPiece on the builtin State of the Union corpus); batch {sc['batch']}, AdamW peak lr "
              f"{sc['lr']}, linear warm-up over {sc['warmup_frac']:.0%} of each run's steps, then linear decay to 0 "
              "exactly at the run's budget")
+    L.append(f"- precision {sc.get('precision', 'fp32')} (autocast, fp32 master weights); attention kernel: "
+             f"{tally(budgets, 'attention', 'fused')}. A bf16 schedule that names no kernel got `fused` until "
+             "2026-12-04 and gets `auto` since (docs/precision.md, \"Attention kernel\"): the same schedule text "
+             "trained later runs the probe's kernel: other rounding, and train-loop seconds that do not compare with "
+             "these")
     if entropy:
         L.append(f"- unigram entropy of the corpus under this tokenizer: **{h:.3f} nats** ({entropy['tokens']:,} "
                  f"tokens, {entropy['types']} types used of {entropy['vocab']}; specials excluded)")

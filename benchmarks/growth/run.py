@@ -355,6 +355,7 @@ def summarize(run: Run, folder: Path, rec: dict, down: dict, text: str) -> dict:
             "train_s": times[-1], "wall_s": rec["wall_s"], "start": rec["start"], "end": rec["end"],
             "load_start": rec["load_start"], "load_end": rec["load_end"], "threads": rec["threads"],
             "machine": rec.get("machine"),
+            "attention": sorted({r["name"] for r in rows if r.get("kind") == "attention"}),  # kernels the stages ran
             "curve": {"flops": flops, "time": times, "loss": loss}, "growth_at": [g[0] for g in growths],
             "downstream": down}
 

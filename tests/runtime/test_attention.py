@@ -194,7 +194,8 @@ def test_the_schema_takes_every_kernel():
 
     from growlang.schema import TrainBlock
 
-    assert typing.get_args(TrainBlock.model_fields["attention"].annotation) == (*attn.KERNELS, "auto")
+    kernels, unset = typing.get_args(TrainBlock.model_fields["attention"].annotation)  # Optional: unset is None
+    assert unset is type(None) and typing.get_args(kernels) == (*attn.KERNELS, "auto")
 
 
 @pytest.mark.parametrize("causal", [False, True])
