@@ -88,7 +88,7 @@ def test_ctrl_c_in_training_prints_the_resume_command(tmp_path, corpus, monkeypa
     assert "Traceback" not in err
 
 
-def test_ctrl_c_during_a_checkpoint_write_finishes_it(tmp_path, corpus, monkeypatch, capsys):
+def test_ctrl_c_during_a_checkpoint_write_finishes_it(tmp_path, corpus, monkeypatch, capsys, terminal_signals):
     plan = on_corpus(grow_all_plan(checkpoint_every=3), corpus)
     out = tmp_path / "out"
 
@@ -105,7 +105,7 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_it(tmp_path, corpus, monkeypa
     assert temporaries(out / "checkpoints") == []
 
 
-def test_second_ctrl_c_abandons_the_write(tmp_path, monkeypatch):
+def test_second_ctrl_c_abandons_the_write(tmp_path, monkeypatch, terminal_signals):
     write(tmp_path, "a-2", 0, 2)
 
     def pause(moment, detail=""):

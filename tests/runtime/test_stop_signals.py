@@ -26,19 +26,9 @@ except ImportError:  # tests collected as a package
     from tests.runtime.test_trainer_plans import grow_all_plan, on_corpus
 
 
-@pytest.fixture
-def default_stop_signals():
-    """SIGTERM and SIGHUP at their defaults, as a terminal gives them (under nohup SIGHUP is ignored,
-    and StopRequest rightly leaves an ignored signal alone), restored afterwards."""
-    old = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for s, handler in old.items():
-        signal.signal(s, handler)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_finishes_the_step_checkpoints_and_resumes_bitwise(signum, tmp_path, corpus, monkeypatch, capsys,
-                                                                 default_stop_signals):
+                                                                 terminal_signals):
     plan = on_corpus(grow_all_plan(eval_every=2), corpus)  # checkpoint_every=0: only stage ends
     ref = tmp_path / "ref"
     assert run_plan(plan, ref, resume=False, device="cpu") == 0
