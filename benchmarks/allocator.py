@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from growlang.runtime.ceiling import measure
-    from trainer_speed import cpu_model
+    from trainer_speed import device_model
 
     torch.set_num_threads(a.threads)
     cpu = torch.device("cpu")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             r = subprocess.run([sys.executable, __file__, "--child", str(keep), "--steps", str(a.steps),
                                 "--threads", str(a.threads)], capture_output=True, text=True, env=env, check=True)
             runs[setting].append(json.loads(r.stdout.strip().splitlines()[-1]))
-    print(f"CPU: {cpu_model()}; matmul ceiling ({a.threads} thread(s)): fp32 {ceilings['fp32']:.0f}, "
+    print(f"{device_model('cpu')}; matmul ceiling ({a.threads} thread(s)): fp32 {ceilings['fp32']:.0f}, "
           f"bf16 {ceilings['bf16']:.0f} GFLOP/s; torch {torch.__version__}; schedules/base.grow's first and last "
           f"stage, {a.steps} steps x {a.rounds} rounds, medians; load average at the end "
           f"{os.getloadavg()[0]:.2f}")

@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from growlang.runtime.allocator import keep_freed_memory
+    from growlang.runtime.ceiling import measure
+    from trainer_speed import device_model
 
     torch.set_num_threads(a.threads)
     keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
     plan, stages = base_stages(*([a.schedule] if a.schedule else []))
+    cpu = torch.device("cpu")
+    print(f"{device_model('cpu')}; matmul ceiling ({a.threads} thread(s)): fp32 {measure(cpu, torch.float32) / 1e9:.0f}, "
+          f"bf16 {measure(cpu, torch.bfloat16) / 1e9:.0f} GFLOP/s")
     print(f"torch {torch.__version__}, {a.threads} thread(s), load {os.getloadavg()[0]:.2f}; "
           f"schedule {plan.name}, steps timed {a.steps}")
     print(f"{'stage':<6} {'prec':<5} {'eager s/step':>12} {'compiled':>9} {'speedup':>8} {'compile s':>9} "

@@ -116,6 +116,25 @@ def test_step_profile_with_the_gemm_kernel():
     assert "GemmAttention" in out and "flash_attention" not in out  # the kernel asked for, not torch's dispatch
 
 
+def test_allocator_one_round():
+    out = run(str(BENCH / "allocator.py"), "--rounds", "1", "--steps", "1")
+    assert "matmul ceiling" in out and "keep_freed_memory took effect: " in out
+    rows = [r.split() for r in out.splitlines()
+            if r.startswith(("glibc default ", "keep_freed_memory ")) and "took effect" not in r]
+    assert len(rows) == 2 * 2 * 2  # two allocators x fp32, bf16 x the first and the last stage
+    assert "step time, keep_freed_memory / default: fp32 1" in out
+
+
+def test_compile_speed_on_a_tiny_schedule(tmp_path):
+    tiny = tmp_path / "tiny.grow"
+    tiny.write_text("model bert { vocab=512 head_dim=32 max_len=32 dropout=0 }\ntrain { batch=2 }\n"
+                    "stage a: depth=1 width=64 ffn=128 len=32 steps=10\n")
+    out = run(str(BENCH / "compile_speed.py"), "--schedule", str(tiny), "--steps", "1", "--precision", "fp32")
+    assert "matmul ceiling" in out and "break-even steps" in out
+    (row,) = [r.split() for r in out.splitlines() if r.startswith("a ")]
+    assert row[1] == "fp32" and row[4].endswith("x")
+
+
 def test_model_speed_tiny():
     assert "ratio runtime/HF" in run(str(BENCH / "model_speed.py"), "--tiny")
 
