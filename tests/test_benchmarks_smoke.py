@@ -178,6 +178,21 @@ def test_crossing_interpolates_in_log_flops():
     assert report.crossing(pts, 7.5) == (None, None)  # already below at the smallest budget: not bracketed
 
 
+def test_speedups_say_when_a_schedule_is_below_the_target_at_its_only_budget():
+    report = growth_module() and importlib.import_module("report")
+
+    def run(schedule, loss):
+        return {"schedule": schedule, "final_eval": loss, "train_s": 10.0}
+
+    budgets = [{"flops": 1.0, "runs": [run("scratch", 3.0), run("compound", 2.5)]},
+               {"flops": 2.0, "runs": [run("scratch", 2.0), run("compound", 1.5), run("depth-stack", 1.8)]}]
+    sp = report.speedups(budgets)
+    assert sp["compound"]["flops"] == pytest.approx(2 ** 0.5) and "below_from" not in sp["compound"]
+    assert sp["depth-stack"]["flops"] is None and sp["depth-stack"]["below_from"] == {"flops": 2.0, "loss": 1.8}
+    budgets[1]["runs"][-1] = run("depth-stack", 2.2)  # above the target: not reached, nothing below
+    assert "below_from" not in report.speedups(budgets)["depth-stack"]
+
+
 def test_equal_flops_rows_interpolate_each_curve_and_name_the_lowest():
     report = growth_module() and importlib.import_module("report")
     curves = [{"schedule": "size-1x", "curve": {"flops": [1.0, 2.0, 3.0], "loss": [5.0, 4.0, 3.0]}},

@@ -143,6 +143,8 @@ def speedups(budgets: list[dict]) -> dict:
                if by(b, k, "final_eval")]
         f, s = crossing(pts, target)
         res[k] = {"flops": f, "train_s": s}
+        if f is None and pts and pts[0][2] < target:  # below already at the smallest budget it ran: no crossing
+            res[k]["below_from"] = {"flops": pts[0][0], "loss": pts[0][2]}
     base_f, base_s = budgets[-1]["flops"], mean(by(budgets[-1], "scratch", "train_s"))
     for k in ("compound", "depth-stack"):
         f, s = res[k]["flops"], res[k]["train_s"]
@@ -369,8 +371,12 @@ def markdown(sc, budgets, entropy, chk, sp, missing, machine, kinds, full) -> st
             if r.get("flops"):
                 rows.append([k, f"{r['flops']:.3g}", f"{r['flops_speedup']:.2f}x",
                              f"{r['time_speedup']:.2f}x" if r.get("time_speedup") else "-"])
+            elif r.get("below_from"):
+                low = r["below_from"]
+                rows.append([k, f"below it already at the smallest budget run ({low['loss']:.3f} at "
+                                f"{low['flops']:.3g}): no crossing to interpolate", "> 1x", "-"])
             else:
-                rows.append([k, "not reached at any budget run so far", "-", "-"])
+                rows.append([k, "not reached at any budget run", "-", "-"])
         L.append(table(["schedule", "FLOPs to target", "FLOPs speed-up", "train-time speed-up (noisy)"], rows) + "\n")
         L.append(verdict(budgets, sp) + "\n")
     else:
@@ -520,6 +526,14 @@ def choosing(sc, budgets, entropy, chk, sp, missing, round1: dict | None = None)
                  + ("the final model is the right model at this budget (scratch wins)." if mean(s) < mean(so) else
                     "**the small model alone is better**: the final model is too big for this budget, and any "
                     "schedule that spends compute small wins for that reason alone, not because of growth."))
+    one, c = by(top, "depth-stack", "final_eval"), by(top, "compound", "final_eval")
+    if one and s and c:
+        order = "between scratch and compound" if mean(c) < mean(one) < mean(s) else (
+            "below compound" if mean(one) <= mean(c) else "no better than scratch")
+        L.append(f"- one dimension (depth by stack, same policy) at the top: {spread(one)} ({len(one)} seed(s)), {order} "
+                 f"(compound {spread(c)}, scratch {spread(s)}); dev accuracy {spread(by(top, 'depth-stack', 'downstream'))} "
+                 f"against compound {spread(by(top, 'compound', 'downstream'))} and scratch "
+                 f"{spread(by(top, 'scratch', 'downstream'))}.")
     if entropy and s:
         L.append(f"- scratch at the top is {entropy['nats'] - mean(s):.3f} nats below the unigram entropy "
                  f"({entropy['nats']:.3f}).")
@@ -547,6 +561,15 @@ def choosing(sc, budgets, entropy, chk, sp, missing, round1: dict | None = None)
              "budget, and against the small model alone; a midpoint of a longer scratch run is not a baseline.")
     L.append("- Grow several dimensions at once with carry + continue (one LR decay across stages) if you grow; "
              "whether it pays is what the table above says at each budget, no more.")
+    cd, sd = by(top, "compound", "downstream"), by(top, "scratch", "downstream")
+    if c and s and cd and sd and mean(c) < mean(s) and mean(cd) < mean(sd) and apart(cd, sd):
+        read = (f" The grown models read {mean(by(top, 'compound', 'tokens')) / entropy['tokens']:.1f} epochs of the "
+                f"corpus against scratch's {mean(by(top, 'scratch', 'tokens')) / entropy['tokens']:.1f}, with no rise "
+                "in their eval loss (results.md), so held-out MLM loss does not show them overfitting." if entropy else "")
+        L.append("- Do not take a lower pretraining loss for a better model: here growth won the loss and lost the "
+                 f"fine-tuned task ({mean(cd):.3f} against {mean(sd):.3f} dev accuracy).{read} Telling a weaker model apart "
+                 "from a recipe that suits it less needs a finer LR grid and more fine-tuning seeds than this suite "
+                 "ran; until then, score a grown model on your own task before trusting the loss.")
     L.append("- What would have to change for growth to pay where it does not: a regime where the final model "
              "clearly beats the small one alone (more tokens per parameter) and growth that happens earlier "
              "(shorter first stage), measured at the same budgets.\n")
