@@ -23,8 +23,9 @@ creation is inside the timed step for both, as it is in the runtime's trainer.
 
 growlang runs four ways, attention as a schedule that names none gets it (growlang/assemble.py
 default_attention: fused in fp32, auto otherwise): fp32, bf16, bf16 with attention=fused (CPU
-only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in the untimed first steps; omit
-the side with --no-compile: on a CPU it compiles for a minute or more).
+only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with
+compile=on (its compile time falls in the untimed first steps; omit the side with --no-compile:
+on a CPU it compiles for a minute or more).
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
 a 2-thread process loses most of its time to oversubscription). The machine's load average is
