@@ -18,10 +18,9 @@ def default_attention(precision: str) -> tuple[str, str]:
     """The attention kernel of a schedule that names none, and why (docs/precision.md, "Attention
     kernel"). In fp32 `fused`: every fp32 run trains bitwise as before the option, and in fp32
     auto's pick did not make the quickstart's steps faster on this project's AMD EPYC (the Xeon was
-    not timed). Otherwise (bf16, fp16, auto)
-    `auto`: on a CPU the flash kernel's bf16 backward ran far below the bf16 matmul rate (the
-    largest op of the quickstart's bf16 steps), so the probe picks per stage; on CUDA or with
-    compile on, `auto` keeps `fused` (runtime/attention.py: resolve)."""
+    not timed). Otherwise (bf16, fp16, auto) `auto`: on a CPU the flash kernel's bf16 backward ran
+    far below the bf16 matmul rate (the largest op of the quickstart's bf16 steps), so the probe
+    picks per stage; on CUDA or with compile on, `auto` keeps `fused` (runtime/attention.py: resolve)."""
     if precision == "fp32":
         return "fused", "fp32"
     return "auto", f"precision={precision}: timed per stage on a CPU, fused on CUDA"
