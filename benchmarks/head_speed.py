@@ -8,9 +8,12 @@ tokens, width 128, vocab 4096) and a BERT-base-shaped one (batch 16 x 19, width 
 Rows, forward + backward of one loss, median ms:
 - `GEMMs alone`: the head's three matrix products (logits, grad_h, grad_w) and nothing else: the floor;
 - `unfused`: `F.cross_entropy(F.linear(h, W, b).float(), t)` under autograd, what a model would write;
-- `linear_cross_entropy`: the runtime's fused head;
-and, on the (N, V) tensor alone, the ops linear_ce.py chose against the ones it replaced:
-`exp(logp, out=<bf16>)` vs `softmax(z)` in bf16, and `scatter_` vs `index_put_` at the targets.
+- `linear_cross_entropy`: the runtime's fused head (in bf16 with the kernel runtime/head_kernel.py
+  chose for this process: its C kernel where it is built, else torch's ops);
+and, on the (N, V) bf16 tensor alone, the loss rows, gradient and column sums from torch's ops
+against runtime/head_ce.c (`softmax_cross_entropy`), and the torch ops linear_ce.py chose against
+the ones it replaced: `exp(logp, out=<bf16>)` vs `softmax(z)` in bf16, and `scatter_` vs
+`index_put_` at the targets.
 The variants take turns, one call each per round, so a noisy neighbour slows all of them alike.
 """
 
@@ -65,6 +68,8 @@ def head_calls(n: int, d: int, v: int, precision: str) -> dict:
 def op_calls(n: int, v: int) -> dict:
     import torch
 
+    from growlang.runtime import head_kernel as hk
+
     g = torch.Generator().manual_seed(0)
     z = (torch.randn(n, v, generator=g) * 3).bfloat16()
     logp = torch.log_softmax(z, -1, dtype=torch.float32)
@@ -72,7 +77,10 @@ def op_calls(n: int, v: int) -> dict:
     t = torch.randint(0, v, (n,), generator=g)
     at = torch.arange(n) * v + t
     src = torch.full((n, 1), -0.5, dtype=torch.bfloat16)
-    return {"exp(logp, out=<bf16>)": lambda: torch.exp(logp, out=out),
+    calls = {"softmax_cross_entropy: torch ops": lambda: hk.torch_softmax_cross_entropy(z, t)}
+    if (kernel := hk.head_kernel()).lib is not None:
+        calls[f"softmax_cross_entropy: {kernel.name}"] = lambda: hk.softmax_cross_entropy(z, t, kernel)
+    return calls | {"exp(logp, out=<bf16>)": lambda: torch.exp(logp, out=out),
             "softmax(z) bf16": lambda: torch.softmax(z, -1),
             "scatter_ at targets": lambda: out.scatter_(1, t[:, None], src),
             "index_put_ at targets": lambda: out.view(-1).index_put_((at,), src.view(-1))}
@@ -91,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from growlang.runtime.allocator import keep_freed_memory
     from growlang.runtime.ceiling import measure
+    from growlang.runtime.head_kernel import head_kernel
 
     torch.set_num_threads(a.threads)
     keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
     cpu = torch.device("cpu")
     print(f"{device_model('cpu')}; matmul ceiling ({a.threads} thread(s)): "
           f"fp32 {measure(cpu, torch.float32) / 1e9:.0f} GFLOP/s, bf16 {measure(cpu, torch.bfloat16) / 1e9:.0f} GFLOP/s; "
-          f"medians of {a.rounds} rounds, ms")
+          f"medians of {a.rounds} rounds, ms; {head_kernel().describe()}")
     for name in names:
         n, d, v = SHAPES[name]
         print(f"\n{name}: N={n} predicted tokens, d={d}, V={v}")
@@ -108,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{precision:<10} {k:<24} {s * 1e3:7.2f} {m['unfused'] / s:9.2f}x "
                       f"{(s - m['GEMMs alone']) * 1e3:11.2f}ms")
         m = bench(op_calls(n, v), 3, a.rounds)
-        print(f"{'(N, V) op':<35} {'ms':>7}")
+        print(f"{'(N, V) op, bf16':<40} {'ms':>7}")
         for k, s in m.items():
-            print(f"{k:<35} {s * 1e3:7.2f}")
+            print(f"{k:<40} {s * 1e3:7.2f}")
     return 0
 
 

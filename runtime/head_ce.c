@@ -1,0 +1,166 @@
+/* The MLM/LM head's softmax cross-entropy on bf16 logits in one pass per row, for
+ * runtime/head_kernel.py (built there with the C compiler, loaded with ctypes; no torch headers).
+ *
+ * Why: on a CPU, torch's path makes the loss and the logits' gradient from two full passes that
+ * each evaluate exp on all N x V elements (an fp32 log_softmax for the loss, a bf16 softmax for
+ * the gradient) and a third for the bias gradient's column sum; the same work in every stage of a
+ * grown model, since every stage predicts the same tokens (issue 11). Here each row is read three
+ * times from cache and exp is evaluated once per element:
+ *
+ *   m = max_j z_j;  e_j = exp(z_j - m);  O = sum_{j != t} e_j;  S = O + e_t
+ *   loss_i = log1p(O / e_t)                      (= -log_softmax(z)_t = log S - (z_t - m), in fp32)
+ *   g_j = bf16(e_j / S) for j != t,  g_t = bf16(-O / S)   (softmax - onehot, rounded once)
+ *   colsum_j += g_j                                (the bias gradient, unscaled, in fp32)
+ *
+ * O is summed without the target's term so that a confident row (p_t near 1) keeps its small loss
+ * and its small p_t - 1 to fp32's relative precision; torch's path subtracts two numbers near 1
+ * there (log S - (z_t - m), p_t - 1) and keeps about 1e-7 absolute.
+ *
+ * exp is Cephes expf's (range reduction by ln 2 split in two, a degree-5 polynomial; within a few
+ * fp32 ulps of libm), written with GCC/Clang vector extensions so that LANES floats go through it
+ * at once: 16 with AVX-512, 8 with AVX2 (runtime/head_kernel.py picks the flags from torch's CPU
+ * capability). Arguments below -87 give 0, as exp's true value is below fp32's normal range.
+ * NaN or +inf logits give a NaN loss, so the trainer's non-finite check still stops the run.
+ * Rows are independent: head_kernel.py hands row ranges to threads, each with its own buf and
+ * colsum, and sums the colsums in a fixed order (deterministic for a given thread count).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef LANES
+#error "build with -DLANES=16 (AVX-512) or -DLANES=8 (AVX2): runtime/head_kernel.py"
+#endif
+
+typedef float vf __attribute__((vector_size(LANES * 4)));
+typedef int32_t vi __attribute__((vector_size(LANES * 4)));
+typedef uint32_t vu __attribute__((vector_size(LANES * 4)));
+typedef uint16_t vh __attribute__((vector_size(LANES * 2)));
+
+#define BF16_NEG_INF 0xff80u
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) { /* round to nearest even, NaN kept NaN (as torch) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline vf load_bf16(const uint16_t *p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    vu u = __builtin_convertvector(h, vu) << 16;
+    vf f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline vf vmax(vf a, vf b) { /* lane-wise a > b ? a : b (a NaN lane gives b) */
+    vi take_a = a > b;
+    return (vf)(((vi)a & take_a) | ((vi)b & ~take_a));
+}
+
+static inline vf vexp(vf x) { /* exp(x) for x <= 0; 0 below -87; NaN stays NaN */
+    vf lo = (vf){0} - 87.0f;
+    vf c = vmax(x, lo);
+    vf n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+    vf r = c - n * 0.693359375f + n * 2.12194440e-4f;                /* x - n ln 2, ln 2 in two parts */
+    vf p = (vf){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf y = p * r * r + r + 1.0f;
+    vi two_n = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n as fp32 bits */
+    vf e = y * (vf)two_n;
+    vi underflow = x < lo;
+    vi nan = x != x;
+    return (vf)(((vi)e & ~(underflow | nan)) | ((vi)x & nan));
+}
+
+static inline vu round_to_bf16_bits(vf f) { /* float_to_bf16, lane-wise, left in the high half */
+    vu u = (vu)f;
+    vu nan = (u & 0x7fffffffu) > 0x7f800000u;
+    vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    vu quiet = (u | 0x400000u) & 0xffff0000u;
+    return (rounded & ~nan) | (quiet & nan);
+}
+
+static inline float lanes_max(vf a) {
+    float m = a[0];
+    for (int l = 1; l < LANES; l++) m = a[l] > m ? a[l] : m;
+    return m;
+}
+
+static inline float lanes_sum(vf a) {
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += a[l];
+    return s;
+}
+
+/* Rows [r0, r1) of z (N x v bf16, row-major) with targets t (int64, each in [0, v)): writes
+ * g (N x v bf16), loss (N fp32) and adds the rows' g to colsum (v fp32). buf holds v_pad floats,
+ * v_pad = v rounded up to a multiple of LANES. */
+void head_ce_bf16(const uint16_t *z, int64_t r0, int64_t r1, int64_t v, const int64_t *t,
+                  uint16_t *g, float *loss, float *colsum, float *buf) {
+    const int64_t body = v - v % LANES, v_pad = body + (v % LANES ? LANES : 0);
+    uint16_t tail_z[LANES];
+    for (int64_t i = r0; i < r1; i++) {
+        const uint16_t *row = z + i * v;
+        uint16_t *out = g + i * v;
+        /* the tail, padded with -inf: it adds nothing to the max or the sum */
+        for (int l = 0; l < LANES; l++) tail_z[l] = body + l < v ? row[body + l] : BF16_NEG_INF;
+
+        vf mx = (vf){0} - INFINITY;
+        for (int64_t j = 0; j < body; j += LANES) mx = vmax(load_bf16(row + j), mx);
+        if (v_pad > body) mx = vmax(load_bf16(tail_z), mx);
+        const float m = lanes_max(mx);
+
+        /* the sum without the target's term: p_t - 1 = -others / S and -log p_t = log1p(others / e_t)
+           keep their precision when p_t is near 1, where S - e_t or log S - (z_t - m) would cancel */
+        const int64_t ti = t[i];
+        vf sum = {0};
+        float e_t = 0.0f;
+        for (int64_t j = 0; j < v_pad; j += LANES) {
+            vf e = vexp((j < body ? load_bf16(row + j) : load_bf16(tail_z)) - m);
+            memcpy(buf + j, &e, sizeof e);
+            if (ti >= j && ti < j + LANES) {
+                e_t = e[ti - j];
+                e[ti - j] = 0.0f;
+            }
+            sum += e;
+        }
+        const float others = lanes_sum(sum), s = others + e_t, inv = 1.0f / s;
+        const uint32_t q_t = (uint32_t)float_to_bf16(-others * inv) << 16;
+
+        for (int64_t j = 0; j < v_pad; j += LANES) {
+            vf e, col;
+            memcpy(&e, buf + j, sizeof e);
+            vu q = round_to_bf16_bits(e * inv);
+            if (ti >= j && ti < j + LANES) q[ti - j] = q_t;
+            vh h = __builtin_convertvector(q >> 16, vh);
+            if (j < body) {
+                memcpy(&col, colsum + j, sizeof col);
+                col += (vf)q;
+                memcpy(colsum + j, &col, sizeof col);
+                memcpy(out + j, &h, sizeof h);
+            } else {
+                for (int l = 0; body + l < v; l++) {
+                    out[body + l] = h[l];
+                    colsum[body + l] += ((vf)q)[l];
+                }
+            }
+        }
+        /* e_t below fp32's normal range (z_t - m < -87): others / e_t would overflow; there the loss
+           is large and m + log S - z_t loses nothing */
+        loss[i] = e_t > 1e-30f ? log1pf(others / e_t) : m + logf(s) - bf16_to_float(row[ti]);
+    }
+}

@@ -1,0 +1,169 @@
+"""runtime/head_kernel.py: which kernel a process gets and why, and the C kernel (runtime/head_ce.c)
+against torch's ops on the same bf16 logits."""
+
+import pytest
+import torch
+
+from growlang.runtime import head_kernel as hk
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """head_kernel() chosen anew, building into an empty cache."""
+    monkeypatch.setenv("GROWLANG_CACHE", str(tmp_path / "cache"))
+    hk.head_kernel.cache_clear()
+    yield tmp_path / "cache" / "kernels"
+    hk.head_kernel.cache_clear()
+
+
+def native() -> hk.HeadKernel:
+    k = hk.head_kernel()
+    if k.lib is None:
+        pytest.skip(f"no C kernel on this machine: {k.why}")
+    return k
+
+
+def logits(n, v, scale=4.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, v, generator=g) * scale).bfloat16(), torch.randint(0, v, (n,), generator=g)
+
+
+def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
+    """The spacing of bf16 values at |x| (2^-133 at zero, bf16's smallest subnormal)."""
+    e = torch.frexp(x.float().abs().clamp_min(2.0 ** -126))[1]
+    return torch.ldexp(torch.ones_like(x, dtype=torch.float32), e - 8)
+
+
+def test_torch_when_asked(fresh, monkeypatch):
+    monkeypatch.setenv(hk.ENV, "torch")
+    k = hk.head_kernel()
+    assert k.lib is None and k.name == "torch" and hk.ENV in k.describe()
+    assert not fresh.exists()  # nothing built
+
+
+def test_torch_without_avx2(fresh, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    k = hk.head_kernel()
+    assert k.lib is None and "no AVX2" in k.why and "DEFAULT" in k.why
+
+
+def test_torch_without_a_compiler(fresh, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(hk, "compiler", lambda: None)
+    k = hk.head_kernel()
+    assert k.lib is None and "no C compiler" in k.why
+
+
+def test_torch_when_the_build_fails_and_nothing_half_written_remains(fresh, monkeypatch, tmp_path):
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\nfor a; do case $a in --version) echo broken 1.0; exit 0;; esac; done\n"
+                  "echo 'broken-cc: cannot compile' >&2; exit 3\n")
+    cc.chmod(0o755)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setenv("CC", str(cc))
+    k = hk.head_kernel()
+    assert k.lib is None and "failed" in k.why and "cannot compile" in k.why
+    assert not fresh.exists() or list(fresh.iterdir()) == []  # the temporary output was removed
+
+
+def test_builds_once_into_the_cache(fresh):
+    k = native()
+    built = sorted(fresh.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so" and k.name.startswith("C (")
+    hk.head_kernel.cache_clear()
+    hk.head_kernel()
+    assert sorted(fresh.iterdir()) == built  # the second process loads it, builds nothing
+
+
+def test_unwritable_cache_builds_for_the_process(fresh, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("GROWLANG_CACHE", str(blocker / "cache"))  # under a file: mkdir fails
+    k = native()
+    assert not str(k.lib._name).startswith(str(blocker))
+
+
+@pytest.mark.parametrize("n,v", [(64, 4096), (37, 300), (5, 7), (1, 16), (9, 30522)])
+def test_matches_torch(n, v):
+    k = native()
+    z, t = logits(n, v)
+    loss, grad, colsum = hk.softmax_cross_entropy(z, t, k)
+    ref_loss, ref_grad, ref_colsum = hk.torch_softmax_cross_entropy(z, t)
+    assert loss.dtype == colsum.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-5)  # fp32 log-sum-exp, another order
+    # each gradient element is torch's, or its neighbour where the two fp32 softmaxes round apart
+    diff = (grad.float() - ref_grad.float()).abs()
+    assert (diff <= bf16_ulp(ref_grad)).all()
+    assert (diff > 0).float().mean() < 1e-3
+    # the bias gradient: the fp32 sum of the written bf16 gradient (torch's rounds the sum to bf16)
+    torch.testing.assert_close(colsum, grad.float().sum(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(colsum, ref_colsum, rtol=1e-2, atol=1e-2)
+
+
+def test_confident_rows_keep_their_small_loss_and_target_gradient():
+    """p_t near 1: the loss and p_t - 1 come from the sum of the other terms, not a difference of
+    two numbers near 1, so they equal float64's to fp32 precision (then one bf16 rounding)."""
+    k = native()
+    z = torch.full((4, 64), -8.0).bfloat16()
+    t = torch.tensor([0, 17, 40, 63])
+    z[torch.arange(4), t] = torch.tensor([8.0, 7.0, 6.0, 9.0]).bfloat16()
+    loss, grad, _ = hk.softmax_cross_entropy(z, t, k)
+    exact = torch.softmax(z.double(), -1) - torch.nn.functional.one_hot(t, 64)
+    assert torch.equal(grad, exact.bfloat16())
+    at = grad.float()[torch.arange(4), t]
+    assert ((at < 0) & (at > -1e-4)).all()  # small, negative, not rounded away
+    torch.testing.assert_close(loss.double(), -torch.log_softmax(z.double(), -1)[torch.arange(4), t],
+                               rtol=1e-5, atol=0)
+
+
+def test_minus_inf_logits_get_zero_probability():
+    k = native()
+    z, t = logits(3, 50)
+    z[:, 30:] = float("-inf")
+    t.clamp_(max=29)
+    loss, grad, _ = hk.softmax_cross_entropy(z, t, k)
+    assert torch.isfinite(loss).all() and (grad[:, 30:] == 0).all()
+    torch.testing.assert_close(loss, hk.torch_softmax_cross_entropy(z, t)[0], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_give_a_non_finite_loss(bad):
+    """So the trainer's NonFiniteLoss check stops the run, as with torch's ops."""
+    k = native()
+    z, t = logits(4, 40)
+    z[2, 5] = bad
+    loss, _, _ = hk.softmax_cross_entropy(z, t, k)
+    assert torch.isfinite(loss[[0, 1, 3]]).all() and torch.isnan(loss[2])
+
+
+def test_threads_split_rows_and_agree():
+    k = native()
+    z, t = logits(4 * hk.ROWS_PER_THREAD, 500)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = hk.softmax_cross_entropy(z, t, k)
+        torch.set_num_threads(4)
+        four = hk.softmax_cross_entropy(z, t, k)
+        again = hk.softmax_cross_entropy(z, t, k)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], four[0]) and torch.equal(one[1], four[1])  # rows are independent
+    torch.testing.assert_close(one[2], four[2], rtol=1e-6, atol=1e-6)  # column sums: another order
+    assert all(torch.equal(a, b) for a, b in zip(four, again))  # deterministic for a thread count
+
+
+def test_target_out_of_range_is_an_index_error():
+    k = native()
+    z, t = logits(3, 20)
+    t[1] = 20
+    with pytest.raises(IndexError, match="out of range"):
+        hk.softmax_cross_entropy(z, t, k)
+
+
+def test_other_inputs_take_torch_ops():
+    """fp32 logits: the fp32 resume guarantee rests on torch's ops."""
+    k = native()
+    z, t = logits(6, 33)
+    out = hk.softmax_cross_entropy(z.float(), t, k)
+    assert all(torch.equal(a, b) for a, b in zip(out, hk.torch_softmax_cross_entropy(z.float(), t)))
