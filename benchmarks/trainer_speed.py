@@ -145,14 +145,15 @@ def device_model(device: str) -> str:
     """The GPU's name, or lscpu's CPU model name (runtime/ceiling.py) with the bf16 instructions it has."""
     import torch
 
-    from growlang.runtime.ceiling import device_name
+    from growlang.runtime.ceiling import cpu_generation, device_name
     from growlang.runtime.precision import FAST_BF16_CPU_FLAGS, cpu_flags
 
     if device == "cuda":
         return f"GPU {device_name(torch.device(device))}; CPU {device_name(torch.device('cpu'))}"
 
     flags = [f for f in FAST_BF16_CPU_FLAGS if f in cpu_flags()]
-    return f"CPU {device_name(torch.device('cpu'))} (bf16 instructions: {', '.join(flags) or 'none'})"
+    generation = f"{cpu_generation()}, " if cpu_generation() else ""
+    return f"CPU {device_name(torch.device('cpu'))} ({generation}bf16 instructions: {', '.join(flags) or 'none'})"
 
 
 def compound_stages(path: Path, threads: int, workdir: Path, device: str, precision: str, attention: str,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import torch
 
 from growlang.compiler import compile_text
 from growlang.families import FAMILIES
+from growlang.runtime.ceiling import device_name
 from growlang.runtime.data import Specials, TokenStream
 from growlang.runtime.errors import UserError, exit_code_of
 from growlang.runtime.metrics import MetricsLog
@@ -44,18 +44,6 @@ GRID = [
     (2, 128, 512, 64, 1, 16, "gpt2"), (3, 192, 768, 128, 1, 8, "gpt2"),
 ]
 TIMED_STEPS, WARMUP_STEPS = 6, 2
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def schedule_text(depth: int, width: int, ffn: int, length: int, pool: int, batch: int, family: str,

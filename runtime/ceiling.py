@@ -6,8 +6,8 @@ the peak this machine and this torch build really reach (on a CPU the vendor's n
 the clock, the thread count and the instructions oneDNN picks).
 
 The cache is `$GROWLANG_CACHE/ceilings.json` (runtime/tokenizer.py `cache_root`), keyed by the
-device's name, the torch version, the thread count and the dtype: a new torch or another thread
-count measures again. benchmarks/trainer_speed.py reads the same probe.
+device's name (on a CPU with its family and model numbers), the torch version, the thread count
+and the dtype: another CPU, a new torch or another thread count measures again. benchmarks/trainer_speed.py reads the same probe.
 """
 
 from __future__ import annotations
@@ -26,15 +26,28 @@ PROBE_N = {"cpu": 1024, "cuda": 8192}  # n of the n x n x n probe: ~20 ms on one
 REPS = 8
 
 
+def lscpu(field: str) -> str:
+    """One field of lscpu's output ('' where lscpu or the field is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(field + ":")), "")
+
+
+def cpu_generation() -> str:
+    """lscpu's CPU family and model numbers. Virtual machines often report only "AMD EPYC", and
+    that one name has covered machines here whose one-thread bf16 ceilings were 217 and 463
+    GFLOP/s (docs/precision.md), so the cache key and the benchmarks' headers carry them."""
+    family, model = lscpu("CPU family"), lscpu("Model")
+    return f"family {family} model {model}" if family and model else ""
+
+
 def device_name(device: torch.device) -> str:
     """lscpu's model name on a CPU (else /proc/cpuinfo's), the CUDA device name on a GPU."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "")
-    except (OSError, subprocess.SubprocessError):
-        name = ""
+    name = lscpu("Model name")
     if not name:
         try:
             text = Path("/proc/cpuinfo").read_text()
@@ -64,7 +77,8 @@ def measure(device: torch.device, dtype: torch.dtype, n: int | None = None, reps
 
 def key(device: torch.device, dtype: torch.dtype) -> str:
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    return f"{device_name(device)}|torch {torch.__version__}|threads {threads}|{str(dtype).removeprefix('torch.')}"
+    name = device_name(device) if device.type != "cpu" else f"{device_name(device)} {cpu_generation()}".strip()
+    return f"{name}|torch {torch.__version__}|threads {threads}|{str(dtype).removeprefix('torch.')}"
 
 
 def ceiling(device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None) -> float:
