@@ -21,11 +21,13 @@ and the same batches (the runtime's TokenStream and masking, labels -100 off the
 positions; its head runs on every position, the runtime's only on the masked ones). Batch
 creation is inside the timed step for both, as it is in the runtime's trainer.
 
-growlang runs four ways, attention as a schedule that names none gets it (growlang/assemble.py
-default_attention: fused in fp32, auto otherwise): fp32, bf16, bf16 with attention=fused (CPU
-only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with
-compile=on (its compile time falls in the untimed first steps; omit the side with --no-compile:
-on a CPU it compiles for a minute or more).
+growlang runs five ways, attention as a schedule that names none gets it (growlang/assemble.py
+default_attention: fused in fp32, auto otherwise): fp32, bf16, bf16 with the head's softmax
+cross-entropy by torch's ops (GROWLANG_HEAD_KERNEL=torch; CPU only, where runtime/head_kernel.py
+built its C kernel for the bf16 row), bf16 with attention=fused (CPU only: on CUDA auto keeps the
+fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in
+the untimed first steps; omit the side with --no-compile: on a CPU it compiles for a minute or
+more). The compound schedule's table has the torch-ops head as a row of its own as well.
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
 a 2-thread process loses most of its time to oversubscription). The machine's load average is
@@ -55,6 +57,8 @@ TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4
 CUDA_RUN = dict(batch=128, steps=60, skip=20)  # a GPU step is milliseconds: a batch that fills it, more steps
 HF_ANCHOR_H200 = 0.37e6  # tokens/s, HF BertForMaskedLM sdpa, BERT-base, one H200 (issue 11's anchor)
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
+TORCH_HEAD = {"GROWLANG_HEAD_KERNEL": "torch"}  # runtime/head_kernel.py: the head by torch's ops
+TORCH_HEAD_LABEL = "head=torch ops"
 
 
 def schedule(c: dict, precision: str = "fp32", attention: str | None = None, compile: str = "off") -> str:
@@ -68,21 +72,22 @@ def schedule(c: dict, precision: str = "fp32", attention: str | None = None, com
 
 
 def growlang_speed(c: dict, threads: int, workdir: Path, device: str, precision: str, attention: str | None = None,
-                   compile: str = "off") -> tuple[float, int, float]:
+                   compile: str = "off", env: dict | None = None) -> tuple[float, int, float]:
     """(tokens/s after the first `skip` steps, steps timed, FLOP/s) from a `growlang run` subprocess."""
     path = workdir / "speed.grow"
     path.write_text(schedule(c, precision, attention, compile))
-    rows = [r for r in run_growlang(path, threads, workdir, device) if r.get("kind") == "train"]
+    rows = [r for r in run_growlang(path, threads, workdir, device, env) if r.get("kind") == "train"]
     a = next(r for r in rows if r["step"] == c["skip"])
     b = [r for r in rows if "eval_loss" not in r][-1]  # the last step's window includes the final eval
     seconds = b["time"] - a["time"]
     return (b["tokens"] - a["tokens"]) / seconds, b["step"] - a["step"], (b["flops"] - a["flops"]) / seconds
 
 
-def run_growlang(path: Path, threads: int, workdir: Path, device: str = "cpu") -> list[dict]:
-    """The metrics.jsonl records of a `growlang run` of `path` on `device` with `threads` CPU threads."""
+def run_growlang(path: Path, threads: int, workdir: Path, device: str = "cpu", env: dict | None = None) -> list[dict]:
+    """The metrics.jsonl records of a `growlang run` of `path` on `device` with `threads` CPU threads
+    (and `env` added to its environment)."""
     out = workdir / f"run-{time.monotonic_ns()}"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
     p = subprocess.run([sys.executable, "-m", "growlang", "run", str(path), "--out", str(out), "--device", device],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
@@ -157,7 +162,7 @@ def device_model(device: str) -> str:
 
 
 def compound_stages(path: Path, threads: int, workdir: Path, device: str, precision: str, attention: str,
-                    steps: int, skip: int) -> tuple:
+                    steps: int, skip: int, env: dict | None = None) -> tuple:
     """(plan, [(stage, FLOPs per step, seconds per FLOP, attention kernel)]) for each stage of the
     compound schedule `path` (an encoder family: stage_gemms) with
     `train { precision=... attention=... }` as given, run
@@ -180,7 +185,7 @@ def compound_stages(path: Path, threads: int, workdir: Path, device: str, precis
     plan = compile_text(text, grow).plan
     if FAMILIES[plan.model.family].objective != "mlm":
         raise SystemExit(f"{path}: --compound takes an encoder schedule (bert, bert-preln), not {plan.model.family}")
-    records = run_growlang(grow, threads, workdir, device)
+    records = run_growlang(grow, threads, workdir, device, env)
     rows = [r for r in records if r.get("kind") == "train"]
     kernels = {r["stage"]: r["name"] for r in records if r.get("kind") == "attention"}
     out = []
@@ -316,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from growlang.assemble import default_attention
     from growlang.runtime.ceiling import PROBE_N, measure
+    from growlang.runtime.head_kernel import head_kernel
 
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)  # the runtime's own probe (runtime/ceiling.py), measured afresh here
@@ -324,15 +330,18 @@ def main(argv: list[str] | None = None) -> int:
         f"device {a.device}, {a.threads} CPU thread(s), torch {torch.__version__}, {os.cpu_count()} cores")
     say(f"{device_model(a.device)}; matmul ceiling ({PROBE_N[a.device]}^3"
         f"{f', {a.threads} thread(s)' if a.device == 'cpu' else ''}): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
-        f"bf16 {ceilings['bf16']:.0f} GFLOP/s")
+        f"bf16 {ceilings['bf16']:.0f} GFLOP/s; {head_kernel().describe() if a.device == 'cpu' else 'head: torch ops'}")
     sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", None, "off"),
              "g16": ("growlang run precision=bf16", "bf16", None, "off"),
+             "g16t": (f"growlang run precision=bf16 {TORCH_HEAD_LABEL}", "bf16", None, "off"),
              "gfused": ("growlang run precision=bf16 attention=fused", "bf16", "fused", "off"),
              "gcomp": ("growlang run precision=bf16 compile=on", "bf16", None, "on"),
              "h32": ("transformers BertForMaskedLM sdpa fp32", "fp32", None, None),
              "h16": ("transformers ... + autocast bf16", "bf16", None, None)}
     if a.device == "cuda":
         del sides["gfused"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
+    if a.device == "cuda" or head_kernel().lib is None:
+        del sides["g16t"]  # the C head kernel is CPU-only (runtime/head_kernel.py): the bf16 row again
     if a.no_compile:
         del sides["gcomp"]
     for shape, c in shapes.items():
@@ -341,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
                 for key, (name, precision, attention, compile) in sides.items():
                     load = os.getloadavg()[0]
-                    got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile)
+                    env = TORCH_HEAD if key == "g16t" else None
+                    got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile, env)
                            if key.startswith("g") else hf_speed(c, a.threads, a.device, precision))
                     rows[key].append((*got, precision, load))
         say(f"\nshape {shape}: {c['depth']} layers x {c['width']} (ffn {c['ffn']}, {c['width'] // c['head_dim']} "
@@ -357,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [("growlang fp32 / HF fp32", "g32", "h32"), ("growlang bf16 / HF fp32", "g16", "h32"),
                   ("growlang bf16 / HF bf16", "g16", "h16"), ("growlang bf16 / growlang fp32", "g16", "g32"),
                   ("growlang bf16 / growlang bf16 attention=fused", "g16", "gfused"),
+                  (f"growlang bf16 / growlang bf16 {TORCH_HEAD_LABEL}", "g16", "g16t"),
                   ("growlang bf16 compile=on / growlang bf16", "gcomp", "g16")]
         say(f"ratios (medians of {a.repeat}): " + "; ".join(f"{label} {med[x] / med[y]:.2f}x"
                                                           for label, x, y in ratios if x in med and y in med))
@@ -372,18 +383,22 @@ def main(argv: list[str] | None = None) -> int:
         say(f"\ncompound schedule {a.compound.relative_to(ROOT) if a.compound.is_relative_to(ROOT) else a.compound}, "
             f"{a.compound_steps} steps per stage (first {compound_skip} not timed), its shapes and batch, growlang run; "
             f"medians of {a.repeat} run(s), in brackets the range of the per-run ratio")
-        say(f"{'precision':<9} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
+        say(f"{'precision':<16} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
             f"{'of ceiling':>10} {'s/FLOP vs last (range)':<21} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
-        runs = {}  # (precision, attention) -> [(plan, stages)] of each repeat
+        # (precision, attention, head): torch's attention dispatch and the per-stage probe
+        # (runtime/attention.py); in bf16 on a CPU with the C head kernel also the torch-ops head
+        configs = [(p, k, None) for p in ("fp32", "bf16") for k in ("fused", "auto")]
+        if "g16t" in sides:
+            configs.append(("bf16", "auto", "torch"))
+        runs = {}  # config -> [(plan, stages)] of each repeat
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
             for _ in range(a.repeat):  # alternated like the shapes' sides: a change of load hits all alike
-                for precision in ("fp32", "bf16"):
-                    for attention in ("fused", "auto"):  # torch's dispatch, and the per-stage probe (runtime/attention.py)
-                        runs.setdefault((precision, attention), []).append(
-                            compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
-                                            a.compound_steps, compound_skip))
+                for precision, attention, head in configs:
+                    runs.setdefault((precision, attention, head), []).append(
+                        compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
+                                        a.compound_steps, compound_skip, TORCH_HEAD if head else None))
         gemm = {}  # the stages' GEMMs depend on the precision, not the attention kernel: timed once each
-        for (precision, attention), reps in runs.items():
+        for (precision, attention, head), reps in runs.items():
             plan, first = reps[0]
             if precision not in gemm:
                 dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -398,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                 used = attention if kernels == [attention] else f"{attention}: {'/'.join(kernels)}"
                 used += "*" if default_attention(precision)[0] == attention else ""
                 spread = f" ({min(ratios[stage]):.2f}-{max(ratios[stage]):.2f})" if a.repeat > 1 else ""
-                say(f"{precision:<9} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf[stage]:>7.3f} "
+                label = f"{precision},torch-head" if head else precision  # one word: the table splits on spaces
+                say(f"{label:<16} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf[stage]:>7.3f} "
                     f"{1 / spf[stage] / 1e9:>8.1f} {1 / spf[stage] / 1e9 / ceilings[precision]:>10.0%} "
                     f"{spf[stage] / last:>8.2f}x{spread:<12} {1 / g[stage] / 1e9:>20.1f} {g[stage] / last_gemm:>12.2f}x")
         say("goal (issue 11): a small stage's seconds per FLOP within 1.15x of the big stage's. 'attention' is "

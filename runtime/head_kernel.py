@@ -161,8 +161,10 @@ _pool: ThreadPoolExecutor | None = None
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: HeadKernel | None = None):
     """torch_softmax_cross_entropy's three results; by the C kernel where `kernel` (default: this
     process's) is one and the logits are bf16 on the CPU, else by torch's ops."""
+    if logits.device.type != "cpu" or logits.dtype != torch.bfloat16 or logits.dim() != 2:
+        return torch_softmax_cross_entropy(logits, targets)  # fp32 runs never build the kernel
     kernel = kernel or head_kernel()
-    if kernel.lib is None or logits.device.type != "cpu" or logits.dtype != torch.bfloat16 or logits.dim() != 2:
+    if kernel.lib is None:
         return torch_softmax_cross_entropy(logits, targets)
     n, v = logits.shape
     logits, targets = logits.contiguous(), targets.to(torch.int64).contiguous()

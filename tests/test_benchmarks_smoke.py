@@ -80,11 +80,18 @@ def test_trainer_speed_tiny(tmp_path):
     saved = (tmp_path / "t.txt").read_text()
     assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
     assert "growlang run precision=bf16 compile=on" in saved and "growlang bf16 compile=on / growlang bf16" in saved
-    compound = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
+    rows = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
+    compound = [r for r in rows if r.split()[0] in ("fp32", "bf16")]
     assert {r.split()[1].rstrip("*") for r in compound} == {"fused", "auto:"}  # each precision with either kernel
     defaults = {(r.split()[0], r.split()[1].rstrip("*")) for r in compound if "*" in "".join(r.split()[1:3])}
     assert defaults == {("fp32", "fused"), ("bf16", "auto:")}  # marked: what a schedule naming no kernel gets
     assert len(compound) == 2 * 2 * 3  # fp32 and bf16, fused and auto, the quickstart's three stages
+    # where the C head kernel was built, the bf16 default again with the head by torch's ops (its baseline)
+    from growlang.runtime.head_kernel import head_kernel
+
+    built = head_kernel().lib is not None
+    assert [r.split()[0] for r in rows if r not in compound] == ["bf16,torch-head"] * (3 if built else 0)
+    assert ("growlang bf16 / growlang bf16 head=torch ops" in saved) == built
 
 
 def test_trainer_speed_refuses_a_missing_gpu_before_any_work():

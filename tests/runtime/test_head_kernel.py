@@ -167,3 +167,14 @@ def test_other_inputs_take_torch_ops():
     z, t = logits(6, 33)
     out = hk.softmax_cross_entropy(z.float(), t, k)
     assert all(torch.equal(a, b) for a, b in zip(out, hk.torch_softmax_cross_entropy(z.float(), t)))
+
+
+def test_fp32_never_builds_the_kernel(fresh, monkeypatch):
+    def refuse():
+        raise AssertionError("head_kernel() asked for fp32 logits")
+
+    refuse.cache_clear = lambda: None  # what the fixture's teardown calls
+    monkeypatch.setattr(hk, "head_kernel", refuse)
+    z, t = logits(4, 20)
+    hk.softmax_cross_entropy(z.float(), t)
+    assert not fresh.exists()
