@@ -178,3 +178,24 @@ def test_fp32_never_builds_the_kernel(fresh, monkeypatch):
     z, t = logits(4, 20)
     hk.softmax_cross_entropy(z.float(), t)
     assert not fresh.exists()
+
+
+def test_concurrent_builds_leave_one_whole_library(fresh):
+    """torchrun's ranks start together: each builds to its own temporary file and renames it, so
+    every process loads a whole library and the cache ends with one file, no temporaries."""
+    import os
+    import subprocess
+    import sys
+
+    native()  # skips where no kernel is built here
+    for f in fresh.iterdir():
+        f.unlink()
+    code = ("from growlang.runtime.head_kernel import head_kernel; k = head_kernel(); "
+            "assert k.lib is not None, k.why; print(k.name)")
+    env = {**os.environ, "GROWLANG_CACHE": str(fresh.parent)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+    assert [f.suffix for f in fresh.iterdir()] == [".so"]
