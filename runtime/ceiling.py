@@ -7,11 +7,13 @@ the clock, the thread count and the instructions oneDNN picks).
 
 The cache is `$GROWLANG_CACHE/ceilings.json` (runtime/tokenizer.py `cache_root`), keyed by the
 device's name (on a CPU with its family and model numbers), the torch version, the thread count
-and the dtype: another CPU, a new torch or another thread count measures again. benchmarks/trainer_speed.py reads the same probe.
+and the dtype: another CPU, a new torch or another thread count measures again.
+benchmarks/trainer_speed.py reads the same probe.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -26,13 +28,17 @@ PROBE_N = {"cpu": 1024, "cuda": 8192}  # n of the n x n x n probe: ~20 ms on one
 REPS = 8
 
 
-def lscpu(field: str) -> str:
-    """One field of lscpu's output ('' where lscpu or the field is missing)."""
+@functools.cache
+def _lscpu_output() -> str:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
-    return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(field + ":")), "")
+
+
+def lscpu(field: str) -> str:
+    """One field of lscpu's output, run once per process ('' where lscpu or the field is missing)."""
+    return next((l.split(":", 1)[1].strip() for l in _lscpu_output().splitlines() if l.startswith(field + ":")), "")
 
 
 def cpu_generation() -> str:

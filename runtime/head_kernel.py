@@ -45,12 +45,12 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("head_ce.c")
-# torch's CPU capability -> the compiler flags and the vector width (runtime/head_ce.c's LANES). With
-# no AVX2 the kernel's 4-wide exp is slower than torch's (benchmarks/head_speed.py), so it is not built.
+# torch's CPU capability -> the compiler flags and the vector width (runtime/head_ce.c's LANES). Built
+# for the x86-64 baseline's 4 lanes it ran slower than torch's ops (docs/precision.md), so not there.
 TARGETS = {"AVX512": (("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"), 16),
            "AVX2": (("-mavx2", "-mfma"), 8)}
 ENV = "GROWLANG_HEAD_KERNEL"  # "torch": never build or use the C kernel
-ROWS_PER_THREAD = 64  # below this a thread's share is too small to repay handing it out
+ROWS_PER_THREAD = 64  # the fewest rows a thread is handed (not tuned: the measurements ran one thread)
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,9 @@ def self_check(kernel: HeadKernel) -> str | None:
     return None if worst < 1e-2 else f"largest difference {worst:.3g}"
 
 
-def torch_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor):
-    """(loss per row fp32, softmax - onehot in logits' dtype, its column sums fp32): torch's ops."""
+def torch_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, column_sums: bool = True):
+    """(loss per row fp32, softmax - onehot in logits' dtype, its column sums fp32, or None without
+    `column_sums`: a head with no bias needs none): torch's ops."""
     n, v = logits.shape
     at_target = torch.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32)).gather(
         1, targets[:, None])
@@ -152,20 +153,22 @@ def torch_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor):
     grad.view(-1).index_put_((at,), (at_target.exp() - 1.0).to(grad.dtype).view(-1))  # softmax - onehot
     # the column sums in the gradient's dtype, as autograd's addmm backward makes the bias gradient
     # (summing a bf16 tensor accumulates in fp32; an fp32 result would first copy all N x V to fp32)
-    return -at_target.view(-1), grad, grad.sum(0).float()
+    return -at_target.view(-1), grad, grad.sum(0).float() if column_sums else None
 
 
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[ThreadPoolExecutor, int] | None = None  # the row threads and their number
 
 
-def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: HeadKernel | None = None):
+def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: HeadKernel | None = None,
+                          column_sums: bool = True):
     """torch_softmax_cross_entropy's three results; by the C kernel where `kernel` (default: this
-    process's) is one and the logits are bf16 on the CPU, else by torch's ops."""
+    process's) is one and the logits are bf16 on the CPU (its column sums come with the same
+    pass), else by torch's ops."""
     if logits.device.type != "cpu" or logits.dtype != torch.bfloat16 or logits.dim() != 2:
-        return torch_softmax_cross_entropy(logits, targets)  # fp32 runs never build the kernel
+        return torch_softmax_cross_entropy(logits, targets, column_sums)  # fp32 runs never build the kernel
     kernel = kernel or head_kernel()
     if kernel.lib is None:
-        return torch_softmax_cross_entropy(logits, targets)
+        return torch_softmax_cross_entropy(logits, targets, column_sums)
     n, v = logits.shape
     logits, targets = logits.contiguous(), targets.to(torch.int64).contiguous()
     if n and not (0 <= int(targets.min()) and int(targets.max()) < v):  # the kernel indexes rows by them
@@ -185,7 +188,7 @@ def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: H
         rows(0)
     else:
         global _pool
-        if _pool is None or _pool._max_workers < parts:
-            _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="growlang-head")
-        list(_pool.map(rows, range(parts)))
+        if _pool is None or _pool[1] < parts:
+            _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="growlang-head"), parts
+        list(_pool[0].map(rows, range(parts)))
     return loss, grad, colsums[0] if parts == 1 else colsums.sum(0)

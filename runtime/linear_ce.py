@@ -39,7 +39,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n = logits.shape[0]
         # loss per row, d(sum of losses)/d(logits) = softmax - onehot in the GEMMs' dtype, and its
         # column sums (the bias gradient): runtime/head_kernel.py (its C kernel for bf16 on a CPU)
-        rows, grad, colsum = softmax_cross_entropy(logits, targets)
+        rows, grad, colsum = softmax_cross_entropy(logits, targets, column_sums=bias is not None)
         del logits
         ctx.save_for_backward(h, weight, grad, colsum if bias is not None else None)
         ctx.n = n
