@@ -10,11 +10,13 @@ Rows, forward + backward of one loss, median ms:
 - `unfused`: `F.cross_entropy(F.linear(h, W, b).float(), t)` under autograd, what a model would write;
 - `linear_cross_entropy`: the runtime's fused head (in bf16 with the kernel runtime/head_kernel.py
   chose for this process: its C kernel where it is built, else torch's ops);
-and, on the (N, V) bf16 tensor alone, the loss rows, gradient and column sums from torch's ops
-against runtime/head_ce.c (`softmax_cross_entropy`), and the torch ops linear_ce.py chose against
-the ones it replaced: `exp(logp, out=<bf16>)` vs `softmax(z)` in bf16, and `scatter_` vs
-`index_put_` at the targets.
+and, on the (N, V) fp32 and bf16 tensors alone, the loss rows, gradient and column sums from
+torch's ops against runtime/head_ce.c (`softmax_cross_entropy`), and the torch ops linear_ce.py
+chose against the ones it replaced: `exp(logp, out=<bf16>)` vs `softmax(z)` in bf16, and
+`scatter_` vs `index_put_` at the targets.
 The variants take turns, one call each per round, so a noisy neighbour slows all of them alike.
+The bf16 head rows run where the CPU has fast bf16 (--bf16, as in trainer_speed.py): without AMX or
+AVX512-BF16 a bf16 GEMM runs at about 1 GFLOP/s and one round of them takes seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_speed import bench  # noqa: E402  (median seconds per call, the variants taking turns)
-from trainer_speed import device_model  # noqa: E402
+from trainer_speed import add_bf16_option, bf16_sides, device_model, matmul_ceilings  # noqa: E402
 
 SHAPES = {"quickstart": (32 * 19, 128, 4096), "bert-base": (16 * 19, 768, 8192)}  # (N, d, V)
 
@@ -71,15 +73,19 @@ def op_calls(n: int, v: int) -> dict:
     from growlang.runtime import head_kernel as hk
 
     g = torch.Generator().manual_seed(0)
-    z = (torch.randn(n, v, generator=g) * 3).bfloat16()
+    z32 = torch.randn(n, v, generator=g) * 3
+    z = z32.bfloat16()
     logp = torch.log_softmax(z, -1, dtype=torch.float32)
     out = torch.empty(n, v, dtype=torch.bfloat16)
     t = torch.randint(0, v, (n,), generator=g)
     at = torch.arange(n) * v + t
     src = torch.full((n, 1), -0.5, dtype=torch.bfloat16)
-    calls = {"softmax_cross_entropy: torch ops": lambda: hk.torch_softmax_cross_entropy(z, t)}
-    if (kernel := hk.head_kernel()).lib is not None:
-        calls[f"softmax_cross_entropy: {kernel.name}"] = lambda: hk.softmax_cross_entropy(z, t, kernel)
+    kernel = hk.head_kernel()
+    calls = {}
+    for label, logits in (("fp32", z32), ("bf16", z)):
+        calls[f"softmax_cross_entropy {label}: torch ops"] = lambda x=logits: hk.torch_softmax_cross_entropy(x, t)
+        if kernel.lib is not None:
+            calls[f"softmax_cross_entropy {label}: {kernel.name}"] = lambda x=logits: hk.softmax_cross_entropy(x, t, kernel)
     return calls | {"exp(logp, out=<bf16>)": lambda: torch.exp(logp, out=out),
             "softmax(z) bf16": lambda: torch.softmax(z, -1),
             "scatter_ at targets": lambda: out.scatter_(1, t[:, None], src),
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    add_bf16_option(p)
     a = p.parse_args(argv)
     names = a.shapes.split(",")
     if bad := [s for s in names if s not in SHAPES]:
@@ -98,28 +105,31 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from growlang.runtime.allocator import keep_freed_memory
-    from growlang.runtime.ceiling import measure
     from growlang.runtime.head_kernel import head_kernel
 
     torch.set_num_threads(a.threads)
     keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
     cpu = torch.device("cpu")
+    with_bf16, note = bf16_sides(a.bf16, cpu)
+    ceilings = matmul_ceilings(cpu)
     print(f"{device_model('cpu')}; matmul ceiling ({a.threads} thread(s)): "
-          f"fp32 {measure(cpu, torch.float32) / 1e9:.0f} GFLOP/s, bf16 {measure(cpu, torch.bfloat16) / 1e9:.0f} GFLOP/s; "
+          f"fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s; "
           f"medians of {a.rounds} rounds, ms; {head_kernel().describe()}")
+    if note:
+        print(note.replace("sides", "head rows"))
     for name in names:
         n, d, v = SHAPES[name]
         print(f"\n{name}: N={n} predicted tokens, d={d}, V={v}")
         print(f"{'precision':<10} {'variant':<24} {'ms':>7} {'vs unfused':>10} {'beyond GEMMs':>13}")
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16") if with_bf16 else ("fp32",):
             m = bench(head_calls(n, d, v, precision), 3, a.rounds)
             for k, s in m.items():
                 print(f"{precision:<10} {k:<24} {s * 1e3:7.2f} {m['unfused'] / s:9.2f}x "
                       f"{(s - m['GEMMs alone']) * 1e3:11.2f}ms")
         m = bench(op_calls(n, v), 3, a.rounds)
-        print(f"{'(N, V) op, bf16':<40} {'ms':>7}")
+        print(f"{'(N, V) op':<44} {'ms':>7}")
         for k, s in m.items():
-            print(f"{k:<40} {s * 1e3:7.2f}")
+            print(f"{k:<44} {s * 1e3:7.2f}")
     return 0
 
 

@@ -21,13 +21,16 @@ and the same batches (the runtime's TokenStream and masking, labels -100 off the
 positions; its head runs on every position, the runtime's only on the masked ones). Batch
 creation is inside the timed step for both, as it is in the runtime's trainer.
 
-growlang runs five ways, attention as a schedule that names none gets it (growlang/assemble.py
-default_attention: fused in fp32, auto otherwise): fp32, bf16, bf16 with the head's softmax
+growlang runs six ways, attention as a schedule that names none gets it (growlang/assemble.py
+default_attention: fused in fp32, auto otherwise): fp32, fp32 and bf16 with the head's softmax
 cross-entropy by torch's ops (GROWLANG_HEAD_KERNEL=torch; CPU only, where runtime/head_kernel.py
-built its C kernel for the bf16 row), bf16 with attention=fused (CPU only: on CUDA auto keeps the
+built its C kernel for the other rows: their baseline), bf16, bf16 with attention=fused (CPU only: on CUDA auto keeps the
 fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in
 the untimed first steps; omit the side with --no-compile: on a CPU it compiles for a minute or
-more). The compound schedule's table has the torch-ops head as a row of its own as well.
+more). The compound schedule's table has the torch-ops head as rows of their own as well. The bf16
+sides, HF's included, run where the device has fast bf16 (runtime/precision.py fast_bf16, the test
+precision=auto makes): a CPU without AMX or AVX512-BF16 multiplies bf16 matrices some 70x slower than
+fp32 (docs/precision.md), so there the benchmark times fp32 only and says why (--bf16 on forces them).
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
 a 2-thread process loses most of its time to oversubscription). The machine's load average is
@@ -59,6 +62,37 @@ HF_ANCHOR_H200 = 0.37e6  # tokens/s, HF BertForMaskedLM sdpa, BERT-base, one H20
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
 TORCH_HEAD = {"GROWLANG_HEAD_KERNEL": "torch"}  # runtime/head_kernel.py: the head by torch's ops
 TORCH_HEAD_LABEL = "head=torch ops"
+
+
+def add_bf16_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="the bf16 sides: auto runs them where the device has fast bf16 (runtime/precision.py "
+                   "fast_bf16, what precision=auto reads), on everywhere, off nowhere")
+
+
+def bf16_sides(choice: str, device) -> tuple[bool, str]:
+    """Whether --bf16 `choice` runs the bf16 sides on `device`, and the line that says why not ('' if it does)."""
+    from growlang.runtime.precision import fast_bf16
+
+    if choice == "off":
+        return False, "bf16 sides left out (--bf16 off)"
+    fast, why = fast_bf16(device)
+    if choice == "on" or fast:
+        return True, ""
+    return False, f"bf16 sides left out: {why}, so precision=auto trains in fp32 here (--bf16 on runs them anyway)"
+
+
+def matmul_ceilings(device) -> dict[str, float]:
+    """GFLOP/s of runtime/ceiling.py's probe in fp32 and bf16 on `device`, measured afresh. Without
+    bf16 instructions one 1024^3 bf16 probe takes seconds (1 GFLOP/s on an AVX2 EPYC,
+    docs/precision.md): there one timed rep says as much as the probe's eight."""
+    import torch
+
+    from growlang.runtime.ceiling import REPS, measure
+    from growlang.runtime.precision import fast_bf16
+
+    return {"fp32": measure(device, torch.float32) / 1e9,
+            "bf16": measure(device, torch.bfloat16, reps=REPS if fast_bf16(device)[0] else 1) / 1e9}
 
 
 def schedule(c: dict, precision: str = "fp32", attention: str | None = None, compile: str = "off") -> str:
@@ -281,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", choices=tuple(SHAPES), default=list(SHAPES), help="which shapes (SHAPES)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--no-compile", action="store_true", help="leave out the compile=on side")
+    add_bf16_option(p)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, help="sequences per step, every shape")
     p.add_argument("--steps", type=int, help="steps per side, every shape, the first --skip untimed")
@@ -320,18 +355,20 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     from growlang.assemble import default_attention
-    from growlang.runtime.ceiling import PROBE_N, measure
+    from growlang.runtime.ceiling import PROBE_N
     from growlang.runtime.head_kernel import head_kernel
 
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)  # the runtime's own probe (runtime/ceiling.py), measured afresh here
-    ceilings = {"fp32": measure(dev, torch.float32) / 1e9, "bf16": measure(dev, torch.bfloat16) / 1e9}
+    with_bf16, bf16_note = bf16_sides(a.bf16, dev)
+    ceilings = matmul_ceilings(dev)
     say(f"training throughput, post-LN BERT, dropout 0.1, AdamW (fp32 master weights), grad clip {CLIP}, "
         f"device {a.device}, {a.threads} CPU thread(s), torch {torch.__version__}, {os.cpu_count()} cores")
     say(f"{device_model(a.device)}; matmul ceiling ({PROBE_N[a.device]}^3"
         f"{f', {a.threads} thread(s)' if a.device == 'cpu' else ''}): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
         f"bf16 {ceilings['bf16']:.0f} GFLOP/s; {head_kernel().describe() if a.device == 'cpu' else 'head: torch ops'}")
     sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", None, "off"),
+             "g32t": (f"growlang run fp32 {TORCH_HEAD_LABEL}", "fp32", None, "off"),
              "g16": ("growlang run precision=bf16", "bf16", None, "off"),
              "g16t": (f"growlang run precision=bf16 {TORCH_HEAD_LABEL}", "bf16", None, "off"),
              "gfused": ("growlang run precision=bf16 attention=fused", "bf16", "fused", "off"),
@@ -341,16 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     if a.device == "cuda":
         del sides["gfused"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
     if a.device == "cuda" or head_kernel().lib is None:
-        del sides["g16t"]  # the C head kernel is CPU-only (runtime/head_kernel.py): the bf16 row again
+        del sides["g16t"], sides["g32t"]  # the C head kernel is CPU-only (runtime/head_kernel.py): the rows again
     if a.no_compile:
         del sides["gcomp"]
+    if not with_bf16:
+        sides = {key: side for key, side in sides.items() if side[1] != "bf16"}
+        say(bf16_note)
     for shape, c in shapes.items():
         rows = {key: [] for key in sides}
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
             for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
                 for key, (name, precision, attention, compile) in sides.items():
                     load = os.getloadavg()[0]
-                    env = TORCH_HEAD if key == "g16t" else None
+                    env = TORCH_HEAD if key.endswith("t") else None
                     got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile, env)
                            if key.startswith("g") else hf_speed(c, a.threads, a.device, precision))
                     rows[key].append((*got, precision, load))
@@ -364,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                 gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
                 say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
         med = {key: statistics.median(r[0] for r in rs) for key, rs in rows.items()}
-        ratios = [("growlang fp32 / HF fp32", "g32", "h32"), ("growlang bf16 / HF fp32", "g16", "h32"),
+        ratios = [("growlang fp32 / HF fp32", "g32", "h32"), (f"growlang fp32 / growlang fp32 {TORCH_HEAD_LABEL}", "g32", "g32t"),
+                  ("growlang bf16 / HF fp32", "g16", "h32"),
                   ("growlang bf16 / HF bf16", "g16", "h16"), ("growlang bf16 / growlang fp32", "g16", "g32"),
                   ("growlang bf16 / growlang bf16 attention=fused", "g16", "gfused"),
                   (f"growlang bf16 / growlang bf16 {TORCH_HEAD_LABEL}", "g16", "g16t"),
@@ -387,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'of ceiling':>10} {'s/FLOP vs last (range)':<21} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
         # (precision, attention, head): torch's attention dispatch and the per-stage probe
         # (runtime/attention.py); in bf16 on a CPU with the C head kernel also the torch-ops head
-        configs = [(p, k, None) for p in ("fp32", "bf16") for k in ("fused", "auto")]
-        if "g16t" in sides:
-            configs.append(("bf16", "auto", "torch"))
+        configs = [(p, k, None) for p in ("fp32", "bf16") if p == "fp32" or with_bf16 for k in ("fused", "auto")]
+        if "g32t" in sides:  # the default kernel of each precision (growlang/assemble.py default_attention)
+            configs += [(p, default_attention(p)[0], "torch") for p in ("fp32", "bf16") if p == "fp32" or with_bf16]
         runs = {}  # config -> [(plan, stages)] of each repeat
         with tempfile.TemporaryDirectory(prefix="trainer-speed-") as tmp:
             for _ in range(a.repeat):  # alternated like the shapes' sides: a change of load hits all alike

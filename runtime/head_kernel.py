@@ -1,11 +1,11 @@
-"""The head's softmax cross-entropy on bf16 logits as a C kernel (runtime/head_ce.c), where the CPU
-runs it faster than torch's ops: `head_kernel()` chooses once per process, `softmax_cross_entropy`
-runs it.
+"""The head's softmax cross-entropy on fp32 or bf16 logits as a C kernel (runtime/head_ce.c), where
+the CPU runs it faster than torch's ops: `head_kernel()` chooses once per process,
+`softmax_cross_entropy` runs it.
 
 Why a kernel of our own: runtime/linear_ce.py needs three things from the (N, V) logits: each row's
-loss, softmax - onehot in bf16 for the backward GEMMs, and the column sums for the bias gradient.
-torch has them only as three passes, two of them evaluating exp over all N x V elements (an fp32
-log_softmax, a bf16 softmax) and one summing the (N, V) gradient. That work is the same in every
+loss, softmax - onehot in the logits' type for the backward GEMMs, and the column sums for the bias
+gradient. torch has them only as three passes, two of them evaluating exp over all N x V elements
+(an fp32 log_softmax, a softmax) and one summing the (N, V) gradient. That work is the same in every
 stage of a grown model, because every stage predicts the same tokens, so it makes the small first
 stage slower per FLOP than the last (issue 11). The kernel evaluates exp once per element, reads
 each row from cache, and writes the gradient and the column sums in the same pass. Measured by
@@ -18,15 +18,16 @@ ranks) never load a half-written library; checked against torch's ops on a small
 (build, load and check 0.2 s, 0.03 s from the cache, measured here). The vector width follows
 torch's own CPU capability: AVX-512 (16 lanes) or AVX2 (8). Elsewhere (no AVX2, another
 architecture, no compiler, a failed build or check, `GROWLANG_HEAD_KERNEL=torch`) torch's ops run;
-`describe()` says which and why, and `growlang run` prints it at the start of a bf16 run on a CPU.
+`describe()` says which and why, and `growlang run` prints it at the start of a run on a CPU.
 
 Numerics: torch's formulas in fp32, except that the loss and p_t - 1 come from the sum of the
 non-target terms (runtime/head_ce.c), so confident rows keep fp32's relative precision where
 torch's path keeps about 1e-7 absolute. tests/runtime/test_head_kernel.py bounds the differences
 (loss rows to fp32 rounding, gradient elements within one bf16 step of torch's, 1 in 10^3 or
-fewer apart) and checks confident rows against float64. The bias gradient is the fp32 sum of the
-bf16 gradient (torch's path rounds that sum to bf16). Deterministic for a given machine and
-thread count, so a bf16 run resumed on the same machine repeats its losses bit for bit.
+fewer apart; fp32 within a few fp32 ulps) and checks confident rows against float64. The bias
+gradient is the fp32 sum of the gradient (for bf16 logits torch's path rounds that sum to bf16).
+Deterministic for a given machine and thread count, so a run resumed on the same machine repeats
+its losses bit for bit, in fp32 (the resume guarantee, docs/precision.md) as in bf16.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ SOURCE = Path(__file__).with_name("head_ce.c")
 TARGETS = {"AVX512": (("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"), 16),
            "AVX2": (("-mavx2", "-mfma"), 8)}
 ENV = "GROWLANG_HEAD_KERNEL"  # "torch": never build or use the C kernel
+KERNEL_ENTRY = {torch.bfloat16: "head_ce_bf16", torch.float32: "head_ce_f32"}  # logits' dtype -> head_ce.c
 ROWS_PER_THREAD = 64  # the fewest rows a thread is handed (not tuned: the measurements ran one thread)
 
 
@@ -61,7 +63,7 @@ class HeadKernel:
     lanes: int = 0
 
     def describe(self) -> str:
-        return f"head: {self.name} softmax cross-entropy for bf16 logits ({self.why})"
+        return f"head: {self.name} softmax cross-entropy ({self.why})"
 
 
 def compiler() -> str | None:
@@ -92,15 +94,16 @@ def build(cc: str, flags: tuple[str, ...], lanes: int, folder: Path) -> Path:
 
 def load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    lib.head_ce_bf16.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    lib.head_ce_bf16.restype = None
+    for entry in (lib.head_ce_bf16, lib.head_ce_f32):  # (z, r0, r1, v, t, g, loss, colsum, buf)
+        entry.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        entry.restype = None
     return lib
 
 
 @functools.cache
 def head_kernel() -> HeadKernel:
-    """The kernel this process uses for bf16 logits on the CPU, chosen (and built) once."""
+    """The kernel this process uses for the head's logits on the CPU, chosen (and built) once."""
     if os.environ.get(ENV, "").lower() == "torch":
         return HeadKernel("torch", f"{ENV}=torch")
     capability = torch.backends.cpu.get_cpu_capability()
@@ -126,15 +129,20 @@ def head_kernel() -> HeadKernel:
 
 
 def self_check(kernel: HeadKernel) -> str | None:
-    """None when the kernel matches the torch path on a small case (a miscompiled library is not used)."""
+    """None when the kernel matches the torch path on a small case in both types (a miscompiled
+    library is not used)."""
     g = torch.Generator().manual_seed(0)
-    z = (torch.randn(5, 3 * kernel.lanes + 3, generator=g) * 4).bfloat16()
+    z32 = torch.randn(5, 3 * kernel.lanes + 3, generator=g) * 4
     t = torch.tensor([0, 7, 3 * kernel.lanes + 2, 11, 1])
-    loss, grad, colsum = softmax_cross_entropy(z, t, kernel)
-    ref_loss, ref_grad, ref_colsum = torch_softmax_cross_entropy(z, t)
-    worst = max(float((loss - ref_loss).abs().max()), float((grad.float() - ref_grad.float()).abs().max()),
-                float((colsum - ref_colsum).abs().max()))
-    return None if worst < 1e-2 else f"largest difference {worst:.3g}"
+    worst = 0.0
+    for z, bound in ((z32.bfloat16(), 1e-2), (z32, 1e-5)):
+        loss, grad, colsum = softmax_cross_entropy(z, t, kernel)
+        ref_loss, ref_grad, ref_colsum = torch_softmax_cross_entropy(z, t)
+        worst = max(float((loss - ref_loss).abs().max()), float((grad.float() - ref_grad.float()).abs().max()),
+                    float((colsum - ref_colsum).abs().max()))
+        if not worst < bound:
+            return f"largest difference {worst:.3g} for {str(z.dtype).removeprefix('torch.')} logits"
+    return None
 
 
 def torch_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, column_sums: bool = True):
@@ -162,10 +170,11 @@ _pool: tuple[ThreadPoolExecutor, int] | None = None  # the row threads and their
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: HeadKernel | None = None,
                           column_sums: bool = True):
     """torch_softmax_cross_entropy's three results; by the C kernel where `kernel` (default: this
-    process's) is one and the logits are bf16 on the CPU (its column sums come with the same
+    process's) is one and the logits are bf16 or fp32 on the CPU (its column sums come with the same
     pass), else by torch's ops."""
-    if logits.device.type != "cpu" or logits.dtype != torch.bfloat16 or logits.dim() != 2:
-        return torch_softmax_cross_entropy(logits, targets, column_sums)  # fp32 runs never build the kernel
+    entry = KERNEL_ENTRY.get(logits.dtype)
+    if logits.device.type != "cpu" or entry is None or logits.dim() != 2:
+        return torch_softmax_cross_entropy(logits, targets, column_sums)  # a GPU run never builds the kernel
     kernel = kernel or head_kernel()
     if kernel.lib is None:
         return torch_softmax_cross_entropy(logits, targets, column_sums)
@@ -181,8 +190,8 @@ def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: H
     bounds = [n * p // parts for p in range(parts + 1)]
 
     def rows(p: int) -> None:  # ctypes releases the GIL for the call: the parts run in parallel
-        kernel.lib.head_ce_bf16(logits.data_ptr(), bounds[p], bounds[p + 1], v, targets.data_ptr(),
-                                grad.data_ptr(), loss.data_ptr(), colsums[p].data_ptr(), bufs[p].data_ptr())
+        getattr(kernel.lib, entry)(logits.data_ptr(), bounds[p], bounds[p + 1], v, targets.data_ptr(),
+                                   grad.data_ptr(), loss.data_ptr(), colsums[p].data_ptr(), bufs[p].data_ptr())
 
     if parts == 1:
         rows(0)

@@ -8,8 +8,9 @@ also scales the loss and is supported on CUDA only (the loss scaler here is CUDA
 - CPU: bf16 when the CPU has AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`) in /proc/cpuinfo's
   flags, the instructions oneDNN's bf16 matmuls run on natively (measured on an AMD EPYC with
   avx512_bf16: bf16 matmuls 4.5x fp32's, training 2.17x, benchmarks/trainer_speed.py); without
-  them bf16 is converted around each matmul, so `auto` keeps fp32 there (not yet measured on such
-  a CPU: the benchmark prints its ceilings wherever it runs).
+  them torch falls back to a generic bf16 matmul, 1 GFLOP/s against fp32's 89 on an AVX2 AMD EPYC
+  (lscpu family 25 model 1, one thread, runtime/ceiling.py's probe; docs/precision.md), so `auto`
+  keeps fp32 there and an explicit `bf16` gets a note saying so.
 The run prints what it chose and why (`Precision.describe`).
 
 `train { compile=... }` is resolved here too (`resolve_compile`): whether the training step runs
@@ -83,7 +84,8 @@ def resolve(requested: str, device: torch.device, flags: frozenset[str] | None =
     if requested == "bf16" and device.type == "cpu":
         fast, why = fast_bf16(device, flags)
         if not fast:
-            return Precision("bf16", "bf16", f"as asked; note {why}, so bf16 may be slower than fp32 here")
+            return Precision("bf16", "bf16", f"as asked; note {why}, so its bf16 matmuls run far slower than "
+                             "fp32 (about 90x on an AVX2 EPYC, docs/precision.md): precision=auto trains in fp32 here")
     return Precision(requested, requested, "as the schedule asks")
 
 

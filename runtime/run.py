@@ -206,7 +206,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
            if par.is_main else distributed.NullLog())
     if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
         print(precision.describe(), file=sys.stderr)
-    if dev.type == "cpu" and precision.name == "bf16":  # chosen (and built: 0.2 s) before training
+    if dev.type == "cpu":  # the head's kernel, chosen (and built: 0.2 s) before training
         kernel = head_kernel()
         if par.is_main:
             print(kernel.describe(), file=sys.stderr)

@@ -74,24 +74,45 @@ def test_growth_probes_tiny(tmp_path):
     assert "mask seed 1: eval loss" in spread and "spread (max - min) over 2 mask seeds" in spread
 
 
+def fast_bf16_here() -> bool:
+    import torch
+
+    from growlang.runtime.precision import fast_bf16
+
+    return fast_bf16(torch.device("cpu"))[0]
+
+
 def test_trainer_speed_tiny(tmp_path):
+    """Its bf16 sides run where this CPU has fast bf16 (--bf16 auto); elsewhere a line says why."""
     out = run(str(BENCH / "trainer_speed.py"), "--tiny", "--save", str(tmp_path / "t.txt"))
     assert "growlang fp32 / HF fp32" in out and "matmul ceiling" in out
     saved = (tmp_path / "t.txt").read_text()
-    assert "transformers BertForMaskedLM sdpa fp32" in saved and "growlang run precision=bf16" in saved
-    assert "growlang run precision=bf16 compile=on" in saved and "growlang bf16 compile=on / growlang bf16" in saved
+    bf16 = fast_bf16_here()
+    assert "transformers BertForMaskedLM sdpa fp32" in saved
+    assert ("growlang run precision=bf16" in saved) == bf16 == ("bf16 sides left out" not in saved)
+    assert ("growlang bf16 compile=on / growlang bf16" in saved) == bf16
     rows = saved[saved.index("compound schedule"):].splitlines()[2:-1]  # its rows, below the header
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)
     compound = [r for r in rows if r.split()[0] in ("fp32", "bf16")]
     assert {r.split()[1].rstrip("*") for r in compound} == {"fused", "auto:"}  # each precision with either kernel
     defaults = {(r.split()[0], r.split()[1].rstrip("*")) for r in compound if "*" in "".join(r.split()[1:3])}
-    assert defaults == {("fp32", "fused"), ("bf16", "auto:")}  # marked: what a schedule naming no kernel gets
-    assert len(compound) == 2 * 2 * 3  # fp32 and bf16, fused and auto, the quickstart's three stages
+    assert defaults == {("fp32", "fused"), ("bf16", "auto:")} & {(p, k) for p in precisions for k in ("fused", "auto:")}
+    assert len(compound) == len(precisions) * 2 * 3  # fused and auto, the quickstart's three stages
     # where the C head kernel was built, the bf16 default again with the head by torch's ops (its baseline)
     from growlang.runtime.head_kernel import head_kernel
 
     built = head_kernel().lib is not None
-    assert [r.split()[0] for r in rows if r not in compound] == ["bf16,torch-head"] * (3 if built else 0)
-    assert ("growlang bf16 / growlang bf16 head=torch ops" in saved) == built
+    torch_head = [f"{p},torch-head" for p in precisions for _ in range(3)] if built else []
+    assert [r.split()[0] for r in rows if r not in compound] == torch_head
+    assert ("growlang fp32 / growlang fp32 head=torch ops" in saved) == built
+    assert ("growlang bf16 / growlang bf16 head=torch ops" in saved) == (built and bf16)
+
+
+def test_trainer_speed_leaves_bf16_out_when_asked(tmp_path):
+    out = run(str(BENCH / "trainer_speed.py"), "--tiny", "--bf16", "off", "--compound-steps", "0", "--no-compile")
+    assert "bf16 sides left out (--bf16 off)" in out and "precision=bf16" not in out
+    assert "growlang run fp32" in out and "transformers BertForMaskedLM sdpa fp32" in out
+    assert "autocast bf16" not in out and "growlang fp32 / HF fp32" in out
 
 
 def test_trainer_speed_refuses_a_missing_gpu_before_any_work():
@@ -107,9 +128,12 @@ def test_trainer_speed_refuses_a_missing_gpu_before_any_work():
 def test_head_speed_runs_and_names_its_rows():
     out = run(str(BENCH / "head_speed.py"), "--rounds", "2", "--shapes", "quickstart")
     assert "matmul ceiling" in out and "N=608 predicted tokens, d=128, V=4096" in out
-    rows = [r.split()[:2] for r in out.splitlines() if r.startswith(("fp32 ", "bf16 "))]
-    assert rows == [[p, v] for p in ("fp32", "bf16") for v in ("GEMMs", "unfused", "linear_cross_entropy")]
+    rows = [r.split()[:2] for r in out.splitlines() if r.startswith(("fp32 ", "bf16 ")) and "left out" not in r]
+    precisions = ("fp32", "bf16") if fast_bf16_here() else ("fp32",)  # --bf16 auto, as trainer_speed's
+    assert ("bf16 head rows left out" in out) == (precisions == ("fp32",))
+    assert rows == [[p, v] for p in precisions for v in ("GEMMs", "unfused", "linear_cross_entropy")]
     assert "index_put_ at targets" in out and "softmax(z) bf16" in out
+    assert "softmax_cross_entropy fp32: torch ops" in out and "softmax_cross_entropy bf16: torch ops" in out
 
 
 def test_head_speed_refuses_an_unknown_shape():

@@ -1,5 +1,5 @@
 """runtime/head_kernel.py: which kernel a process gets and why, and the C kernel (runtime/head_ce.c)
-against torch's ops on the same bf16 logits."""
+against torch's ops on the same bf16 and fp32 logits."""
 
 import pytest
 import torch
@@ -23,9 +23,12 @@ def native() -> hk.HeadKernel:
     return k
 
 
-def logits(n, v, scale=4.0, seed=0):
+DTYPES = [torch.bfloat16, torch.float32]  # the kernel's two entry points (head_kernel.KERNEL_ENTRY)
+
+
+def logits(n, v, scale=4.0, seed=0, dtype=torch.bfloat16):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, v, generator=g) * scale).bfloat16(), torch.randint(0, v, (n,), generator=g)
+    return (torch.randn(n, v, generator=g) * scale).to(dtype), torch.randint(0, v, (n,), generator=g)
 
 
 def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +87,21 @@ def test_unwritable_cache_builds_for_the_process(fresh, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("n,v", [(64, 4096), (37, 300), (5, 7), (1, 16), (9, 30522)])
+def test_matches_torch_fp32(n, v):
+    """fp32 logits: loss, gradient and column sums within a few fp32 ulps of torch's (Cephes' exp
+    against torch's, another summation order)."""
+    k = native()
+    z, t = logits(n, v, dtype=torch.float32)
+    loss, grad, colsum = hk.softmax_cross_entropy(z, t, k)
+    ref_loss, ref_grad, ref_colsum = hk.torch_softmax_cross_entropy(z, t)
+    assert loss.dtype == colsum.dtype == grad.dtype == torch.float32
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(grad, ref_grad) or v < 64  # the kernel ran, not torch's ops again
+    torch.testing.assert_close(colsum, ref_colsum, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,v", [(64, 4096), (37, 300), (5, 7), (1, 16), (9, 30522)])
 def test_matches_torch(n, v):
     k = native()
     z, t = logits(n, v)
@@ -100,25 +118,30 @@ def test_matches_torch(n, v):
     torch.testing.assert_close(colsum, ref_colsum, rtol=1e-2, atol=1e-2)
 
 
-def test_confident_rows_keep_their_small_loss_and_target_gradient():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_confident_rows_keep_their_small_loss_and_target_gradient(dtype):
     """p_t near 1: the loss and p_t - 1 come from the sum of the other terms, not a difference of
-    two numbers near 1, so they equal float64's to fp32 precision (then one bf16 rounding)."""
+    two numbers near 1, so they equal float64's to fp32 precision (then, for bf16, one rounding)."""
     k = native()
-    z = torch.full((4, 64), -8.0).bfloat16()
+    z = torch.full((4, 64), -8.0).to(dtype)
     t = torch.tensor([0, 17, 40, 63])
-    z[torch.arange(4), t] = torch.tensor([8.0, 7.0, 6.0, 9.0]).bfloat16()
+    z[torch.arange(4), t] = torch.tensor([8.0, 7.0, 6.0, 9.0]).to(dtype)
     loss, grad, _ = hk.softmax_cross_entropy(z, t, k)
     exact = torch.softmax(z.double(), -1) - torch.nn.functional.one_hot(t, 64)
-    assert torch.equal(grad, exact.bfloat16())
+    if dtype == torch.bfloat16:
+        assert torch.equal(grad, exact.bfloat16())
+    else:
+        torch.testing.assert_close(grad.double(), exact, rtol=1e-6, atol=0)
     at = grad.float()[torch.arange(4), t]
     assert ((at < 0) & (at > -1e-4)).all()  # small, negative, not rounded away
     torch.testing.assert_close(loss.double(), -torch.log_softmax(z.double(), -1)[torch.arange(4), t],
                                rtol=1e-5, atol=0)
 
 
-def test_minus_inf_logits_get_zero_probability():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_minus_inf_logits_get_zero_probability(dtype):
     k = native()
-    z, t = logits(3, 50)
+    z, t = logits(3, 50, dtype=dtype)
     z[:, 30:] = float("-inf")
     t.clamp_(max=29)
     loss, grad, _ = hk.softmax_cross_entropy(z, t, k)
@@ -126,19 +149,21 @@ def test_minus_inf_logits_get_zero_probability():
     torch.testing.assert_close(loss, hk.torch_softmax_cross_entropy(z, t)[0], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_logits_give_a_non_finite_loss(bad):
+def test_non_finite_logits_give_a_non_finite_loss(bad, dtype):
     """So the trainer's NonFiniteLoss check stops the run, as with torch's ops."""
     k = native()
-    z, t = logits(4, 40)
+    z, t = logits(4, 40, dtype=dtype)
     z[2, 5] = bad
     loss, _, _ = hk.softmax_cross_entropy(z, t, k)
     assert torch.isfinite(loss[[0, 1, 3]]).all() and torch.isnan(loss[2])
 
 
-def test_threads_split_rows_and_agree():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_split_rows_and_agree(dtype):
     k = native()
-    z, t = logits(4 * hk.ROWS_PER_THREAD, 500)
+    z, t = logits(4 * hk.ROWS_PER_THREAD, 500, dtype=dtype)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -162,21 +187,21 @@ def test_target_out_of_range_is_an_index_error():
 
 
 def test_other_inputs_take_torch_ops():
-    """fp32 logits: the fp32 resume guarantee rests on torch's ops."""
+    """float64 logits (no entry point in head_ce.c): torch's ops, unchanged."""
     k = native()
-    z, t = logits(6, 33)
-    out = hk.softmax_cross_entropy(z.float(), t, k)
-    assert all(torch.equal(a, b) for a, b in zip(out, hk.torch_softmax_cross_entropy(z.float(), t)))
+    z, t = logits(6, 33, dtype=torch.float64)
+    out = hk.softmax_cross_entropy(z, t, k)
+    assert all(torch.equal(a, b) for a, b in zip(out, hk.torch_softmax_cross_entropy(z, t)))
 
 
-def test_fp32_never_builds_the_kernel(fresh, monkeypatch):
+def test_float64_never_builds_the_kernel(fresh, monkeypatch):
     def refuse():
-        raise AssertionError("head_kernel() asked for fp32 logits")
+        raise AssertionError("head_kernel() asked for float64 logits")
 
     refuse.cache_clear = lambda: None  # what the fixture's teardown calls
     monkeypatch.setattr(hk, "head_kernel", refuse)
-    z, t = logits(4, 20)
-    hk.softmax_cross_entropy(z.float(), t)
+    z, t = logits(4, 20, dtype=torch.float64)
+    hk.softmax_cross_entropy(z, t)
     assert not fresh.exists()
 
 

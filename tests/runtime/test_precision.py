@@ -42,7 +42,7 @@ def test_auto_on_cuda_follows_bf16_support(monkeypatch, supported, name):
 def test_explicit_requests():
     assert prec.resolve("fp32", CPU, frozenset()).amp_dtype is None
     slow = prec.resolve("bf16", CPU, frozenset({"avx2"}))  # asked for: honoured, with a note
-    assert slow.name == "bf16" and "slower" in slow.why
+    assert slow.name == "bf16" and "slower" in slow.why and "precision=auto trains in fp32" in slow.why
     assert prec.resolve("bf16", CPU, frozenset({"amx_bf16"})).why == "as the schedule asks"
     assert prec.resolve("fp16", torch.device("cuda", 0)).scales_loss
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU.*precision=bf16"):
