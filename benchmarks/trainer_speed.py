@@ -24,12 +24,12 @@ creation is inside the timed step for both, as it is in the runtime's trainer.
 growlang runs six ways, attention as a schedule that names none gets it (growlang/assemble.py
 default_attention: fused in fp32, auto otherwise): fp32, fp32 and bf16 with the head's softmax
 cross-entropy by torch's ops (GROWLANG_HEAD_KERNEL=torch; CPU only, where runtime/head_kernel.py
-built its C kernel for the other rows: their baseline), bf16, bf16 with attention=fused (CPU only: on CUDA auto keeps the
-fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in
+built its C kernel for the other rows: their baseline), bf16, bf16 with attention=fused (CPU
+only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in
 the untimed first steps; omit the side with --no-compile: on a CPU it compiles for a minute or
 more). The compound schedule's table has the torch-ops head as rows of their own as well. The bf16
 sides, HF's included, run where the device has fast bf16 (runtime/precision.py fast_bf16, the test
-precision=auto makes): a CPU without AMX or AVX512-BF16 multiplies bf16 matrices some 70x slower than
+precision=auto makes): a CPU without AMX or AVX512-BF16 multiplies bf16 matrices some 90x slower than
 fp32 (docs/precision.md), so there the benchmark times fp32 only and says why (--bf16 on forces them).
 
 Both run one after the other with the same thread count (default 1: on a loaded 2-core machine
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
                 for key, (name, precision, attention, compile) in sides.items():
                     load = os.getloadavg()[0]
-                    env = TORCH_HEAD if key.endswith("t") else None
+                    env = TORCH_HEAD if key in ("g32t", "g16t") else None
                     got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile, env)
                            if key.startswith("g") else hf_speed(c, a.threads, a.device, precision))
                     rows[key].append((*got, precision, load))
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{'precision':<16} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
             f"{'of ceiling':>10} {'s/FLOP vs last (range)':<21} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
         # (precision, attention, head): torch's attention dispatch and the per-stage probe
-        # (runtime/attention.py); in bf16 on a CPU with the C head kernel also the torch-ops head
+        # (runtime/attention.py); on a CPU with the C head kernel also each precision's torch-ops head
         configs = [(p, k, None) for p in ("fp32", "bf16") if p == "fp32" or with_bf16 for k in ("fused", "auto")]
         if "g32t" in sides:  # the default kernel of each precision (growlang/assemble.py default_attention)
             configs += [(p, default_attention(p)[0], "torch") for p in ("fp32", "bf16") if p == "fp32" or with_bf16]

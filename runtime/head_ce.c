@@ -3,8 +3,8 @@
  *
  * Why: on a CPU, torch's path makes the loss and the logits' gradient from two full passes that
  * each evaluate exp on all N x V elements (an fp32 log_softmax for the loss, a softmax in the
- * logits' type for the gradient) and a third for the bias gradient's column sum; the same work in every stage of a
- * grown model, since every stage predicts the same tokens (issue 11). Here each row is read three
+ * logits' type for the gradient) and a third for the bias gradient's column sum; the same work
+ * in every stage of a grown model, since every stage predicts the same tokens (issue 11). Here each row is read three
  * times from cache and exp is evaluated once per element:
  *
  *   m = max_j z_j;  e_j = exp(z_j - m);  O = sum_{j != t} e_j;  S = O + e_t
