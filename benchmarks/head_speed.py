@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_speed import bench  # noqa: E402  (median seconds per call, the variants taking turns)
-from trainer_speed import add_bf16_option, bf16_sides, device_model, matmul_ceilings  # noqa: E402
+from trainer_speed import add_bf16_option, cpu_op_setup  # noqa: E402
 
 SHAPES = {"quickstart": (32 * 19, 128, 4096), "bert-base": (16 * 19, 768, 8192)}  # (N, d, V)
 
@@ -102,21 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     names = a.shapes.split(",")
     if bad := [s for s in names if s not in SHAPES]:
         p.error(f"--shapes: unknown {', '.join(bad)}; choose from {', '.join(SHAPES)}")
-    import torch
-
-    from growlang.runtime.allocator import keep_freed_memory
     from growlang.runtime.head_kernel import head_kernel
 
-    torch.set_num_threads(a.threads)
-    keep_freed_memory()  # as `growlang run` does on a CPU: no first-touch page faults in the figures
-    cpu = torch.device("cpu")
-    with_bf16, note = bf16_sides(a.bf16, cpu)
-    ceilings = matmul_ceilings(cpu)
-    print(f"{device_model('cpu')}; matmul ceiling ({a.threads} thread(s)): "
-          f"fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s; "
-          f"medians of {a.rounds} rounds, ms; {head_kernel().describe()}")
+    with_bf16, header, note = cpu_op_setup(a.threads, a.bf16, "head rows")
+    print(f"{header}; medians of {a.rounds} rounds, ms; {head_kernel().describe()}")
     if note:
-        print(note.replace("sides", "head rows"))
+        print(note)
     for name in names:
         n, d, v = SHAPES[name]
         print(f"\n{name}: N={n} predicted tokens, d={d}, V={v}")

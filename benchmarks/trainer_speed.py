@@ -180,6 +180,25 @@ def hf_speed(c: dict, threads: int, device: str, precision: str) -> tuple[float,
     return c["batch"] * c["len"] * n / (time.perf_counter() - t0), n, None
 
 
+def cpu_op_setup(threads: int, bf16: str, rows: str = "rows") -> tuple[bool, str, str]:
+    """What the CPU op benchmarks (head_speed.py, attention_speed.py) do first: `threads` torch
+    threads and freed memory kept as `growlang run` keeps it on a CPU; then whether the bf16 rows
+    run (--bf16 `bf16`), the header (the CPU model and its matmul ceilings, measured now) and the
+    line that says why the bf16 `rows` are left out ('' where they run)."""
+    import torch
+
+    from growlang.runtime.allocator import keep_freed_memory
+
+    torch.set_num_threads(threads)
+    keep_freed_memory()  # no first-touch page faults in the figures
+    cpu = torch.device("cpu")
+    with_bf16, note = bf16_sides(bf16, cpu)
+    c = matmul_ceilings(cpu)
+    header = (f"{device_model('cpu')}; matmul ceiling ({threads} thread(s)): fp32 {c['fp32']:.0f} GFLOP/s, "
+              f"bf16 {c['bf16']:.0f} GFLOP/s")
+    return with_bf16, header, note.replace("sides", rows)
+
+
 def device_model(device: str) -> str:
     """The GPU's name, or lscpu's CPU model name (runtime/ceiling.py) with the bf16 instructions it has."""
     import torch

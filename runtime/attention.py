@@ -16,11 +16,12 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
   157 ms on stage 1, 100.7 of 320 on stage 3), several times its fp32 cost, and upcasting made
   the steps 13-16% faster (docs/precision.md, "Attention kernel"). More exact, not less.
 - `gemm` is growlang's own (runtime/attention_gemm.py): the two products as batched GEMMs in the
-  operands' dtype, the softmax in fp32, the probabilities kept for backward like `math`'s but in
-  the operands' dtype, and a backward of four GEMMs. Under bf16 on the same CPU it was 2.8-4.6x
-  faster than `fused` at lengths 84 and 128 without dropout and 1.4x with it (docs/precision.md,
-  "Attention kernel"), because the CPU flash kernel's bf16 backward runs far below the bf16
-  matmul rate; at length 512 `fused` won.
+  operands' dtype, the softmax computed in fp32, the probabilities kept for backward like
+  `math`'s but in the operands' dtype, and a backward of four GEMMs. Under bf16 on the same CPU
+  it was 2.8-4.6x faster than `fused` at lengths 84 and 128 without dropout and 1.4x with it
+  (docs/precision.md, "Attention kernel"), because the CPU flash kernel's bf16 backward runs far
+  below the bf16 matmul rate; at length 512 `fused` won there (since 2026-12-07 `gemm` wins it in
+  bf16 on an Intel Xeon with AMX: runtime/attention_gemm.py).
 - `auto` times the candidates that differ in the run (`candidates`), forward and backward, on
   the stage's own attention shape in the run's precision, and keeps the fastest where it beats
   `fused` clearly (MARGIN): which one wins depends on the CPU, the dtype and the length, so the
@@ -30,17 +31,21 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
 The choice changes rounding, so it must not change inside a stage: it is recorded in every
 checkpoint (`Trainer.save`) and a resumed stage runs the recorded kernel. The probe's result is
 cached per machine (`$GROWLANG_CACHE/attention.json`, keyed like the matmul ceilings plus the
-shape), so two runs of one schedule on one machine choose alike and stay comparable bit for bit;
-with several processes rank 0 probes and every rank takes its choice (`Parallel.on_main`).
+shape and a hash of runtime/attention_gemm.py, so a changed kernel is timed anew), so two runs of
+one schedule on one machine choose alike and stay comparable bit for bit; with several processes
+rank 0 probes and every rank takes its choice (`Parallel.on_main`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import hashlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -187,9 +192,19 @@ def time_kernels(shape: AttentionShape, dtype: torch.dtype, device: torch.device
 
 
 def cache_key(device: torch.device, dtype: torch.dtype, shape: AttentionShape) -> str:
+    """The probe's cache key: the device (runtime/ceiling.py: name, torch version, threads, dtype),
+    the shape, and the source of growlang's own kernel, whose timings a new version changes (the
+    other kernels are torch's, which the torch version covers)."""
     from growlang.runtime.ceiling import key as device_key
 
-    return f"{device_key(device, dtype)}|{shape.describe()}|dropout {shape.dropout > 0}"
+    return f"{device_key(device, dtype)}|{shape.describe()}|dropout {shape.dropout > 0}|gemm {gemm_source_hash()}"
+
+
+@functools.cache
+def gemm_source_hash() -> str:
+    from growlang.runtime import attention_gemm
+
+    return hashlib.sha256(Path(attention_gemm.__file__).read_bytes()).hexdigest()[:12]
 
 
 def resolve(requested: str, shape: AttentionShape, dtype: torch.dtype, device: torch.device,

@@ -142,6 +142,19 @@ def test_head_speed_refuses_an_unknown_shape():
     assert p.returncode == 2 and "--shapes: unknown huge" in p.stderr and not p.stdout
 
 
+def test_attention_speed_times_every_kernel_that_differs():
+    out = run(str(BENCH / "attention_speed.py"), "--tiny")
+    assert "matmul ceiling" in out
+    rows = [r for r in out.splitlines() if r.startswith("tiny")]
+    dtypes = ("float32", "bfloat16") if fast_bf16_here() else ("float32",)
+    assert [r.split()[-5] for r in rows] == [d for _ in range(2) for d in dtypes]
+    for r in rows:  # fused, math, fused-fp32, gemm: a time, or '-' where it computes as another does
+        cells = r.split()[-4:]
+        assert cells[0] != "-" and cells[3] != "-" and all(c == "-" or float(c) > 0 for c in cells)
+    dropout_fp32 = next(r for r in rows if "dropout" in r and "float32" in r).split()[-4:]
+    assert dropout_fp32[1:3] == ["-", "-"]  # math is fused under dropout, fused-fp32 is fused in fp32
+
+
 def test_step_profile_with_the_gemm_kernel():
     out = run(str(BENCH / "step_profile.py"), "--precision", "bf16", "--attention", "gemm", "--rows", "60")
     assert out.count("attention gemm") == 2 and out.count("AdamW step") == 2  # the small and the big stage

@@ -70,6 +70,18 @@ def test_the_probe_is_cached_per_shape_and_dtype(tmp_path):
     assert sorted(len(v) for v in table.values()) == [3, 4, 4]
 
 
+def test_a_changed_gemm_kernel_is_timed_anew(tmp_path, monkeypatch):
+    """The probe's cache is keyed by runtime/attention_gemm.py's source: timings of an earlier
+    version of growlang's own kernel (a stale cache after an upgrade) are not reused."""
+    calls = []
+    attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.5, calls=calls))
+    assert attn.gemm_source_hash() in attn.cache_key(CPU, torch.bfloat16, SHAPE)
+    monkeypatch.setattr(attn, "gemm_source_hash", lambda: "another-version")
+    c = attn.resolve("auto", SHAPE, torch.bfloat16, CPU, cache_dir=tmp_path, timer=timer(1.0, 0.9, gemm=0.2, calls=calls))
+    assert len(calls) == 2 and c.name == "gemm"  # timed again, and the new timings decide
+    assert len(json.loads((tmp_path / "attention.json").read_text())) == 2
+
+
 def test_what_auto_does_not_probe(tmp_path):
     never = timer(1.0, 0.1, 0.1, calls := [])
     assert attn.resolve("fused", SHAPE, torch.bfloat16, CPU, timer=never).why == "as the schedule asks"
@@ -208,6 +220,28 @@ def test_gemm_attention_is_attention_in_float64(causal):
     assert torch.autograd.gradcheck(lambda *x: gemm_attention(*x, is_causal=causal), (q, k, v))
     y = gemm_attention(q, k, v, is_causal=causal)
     torch.testing.assert_close(y, F.scaled_dot_product_attention(q, k, v, is_causal=causal), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, causal", [((2, 2, 128, 64), False), ((1, 2, 512, 64), True)])
+def test_gemm_attention_in_bf16_is_attention_to_bf16_rounding(shape, causal):
+    """In bf16 its S, P, dP and dS stay bf16 tensors (torch's softmax and softmax-backward kernels
+    compute in fp32 inside) and 1/sqrt(d) is the GEMMs' alpha: the result and the gradients are
+    those of float64 attention on the same bf16 operands to a few bf16 roundings (measured
+    2.9e-3 to 7.6e-3 of the largest value on these shapes, as before that change), rows of 512
+    included."""
+    from growlang.runtime.attention_gemm import gemm_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v, grad = (torch.randn(*shape, generator=g).bfloat16() for _ in range(4))
+    exact = [t.double().requires_grad_() for t in (q, k, v)]
+    y64 = F.scaled_dot_product_attention(*exact, is_causal=causal)
+    y64.backward(grad.double())
+    x = [t.clone().requires_grad_() for t in (q, k, v)]
+    y = gemm_attention(*x, is_causal=causal)
+    y.backward(grad)
+    assert y.dtype == torch.bfloat16 and all(t.grad.dtype == torch.bfloat16 for t in x)
+    for a, b in zip([y] + [t.grad for t in x], [y64] + [t.grad for t in exact]):
+        assert (a.double() - b).abs().max() / b.abs().max() < 1e-2
 
 
 def test_gemm_attention_with_dropout_is_dropout_of_the_probabilities():
