@@ -8,7 +8,7 @@ Shapes (micro batch, heads, length, head dim): the quickstart's stage 1 (pooled 
 and stage 3 (schedules/base.grow), benchmarks/trainer_speed.py's 4 x 256 shape with its dropout,
 and a causal decoder shape at length 512. --repeat N runs the probe N times and prints each
 kernel's median of the N medians. To compare two versions of a kernel, run this script at both
-commits, alternately (docs/precision.md, "Attention kernel", quotes such a run).
+commits, alternately (runtime/attention_gemm.py's docstring quotes such a run).
 """
 
 from __future__ import annotations
