@@ -167,6 +167,10 @@ def torch_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, col
 _pool: tuple[ThreadPoolExecutor, int] | None = None  # the row threads and their number
 
 
+# Outside torch.compile's graph: it calls a C library through ctypes, and under `compile=on` dynamo
+# would otherwise trace into head_kernel()'s build and self-check (lru_cache, stat and lock warnings)
+# only to break the graph at the ctypes call anyway.
+@torch.compiler.disable
 def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernel: HeadKernel | None = None,
                           column_sums: bool = True):
     """torch_softmax_cross_entropy's three results; by the C kernel where `kernel` (default: this

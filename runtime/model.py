@@ -13,7 +13,6 @@ closes a residual branch. Operators never look at substrings of parameter names.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from growlang.families import FAMILIES
 from growlang.plan import ModelSpec, Shape
 from growlang.runtime.attention import scaled_dot_product_attention  # the stage's kernel
+from growlang.runtime.embedding_pool import pool_embeddings
 from growlang.runtime.linear_ce import linear_cross_entropy
 from growlang.runtime.roles import Role, init_parameters
 
@@ -194,28 +194,6 @@ class Embeddings(nn.Module):
         if pool > 1:
             e = pool_embeddings(e, masked_positions, pool)  # (B, 1 + ceil((T-1)/k) + P, d)
         return self.drop(self.ln(e))
-
-
-def pool_embeddings(e: torch.Tensor, masked_positions: torch.Tensor, k: int) -> torch.Tensor:
-    """CompoundGrow's embedding pooling (Gu et al. 2021; docs/operators.md, len by pool).
-
-    [CLS] stays first; the unmasked embeddings of positions 1..T-1 are averaged in consecutive
-    groups of k (masked ones left out of the mean, an all-masked group gives zeros); the masked
-    positions' embeddings are appended unpooled. Plain sums, no matmul, so the FLOP count is the
-    encoder's alone.
-    """
-    B, T, d = e.shape
-    P = masked_positions.shape[1]
-    G = math.ceil((T - 1) / k)
-    keep = torch.ones(B, T, dtype=e.dtype, device=e.device)
-    keep.scatter_(1, masked_positions, 0.0)
-    body, keep = e[:, 1:], keep[:, 1:, None]  # (B, T-1, d), (B, T-1, 1)
-    pad = G * k - (T - 1)
-    body = F.pad(body, (0, 0, 0, pad)).view(B, G, k, d)
-    keep = F.pad(keep, (0, 0, 0, pad)).view(B, G, k, 1)
-    pooled = (body * keep).sum(2) / keep.sum(2).clamp(min=1.0)  # (B, G, d)
-    masked = torch.gather(e, 1, masked_positions.unsqueeze(-1).expand(B, P, d))  # (B, P, d)
-    return torch.cat([e[:, :1], pooled, masked], dim=1)
 
 
 class Layer(nn.Module):

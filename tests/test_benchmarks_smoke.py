@@ -155,6 +155,15 @@ def test_attention_speed_times_every_kernel_that_differs():
     assert dropout_fp32[1:3] == ["-", "-"]  # math is fused under dropout, fused-fp32 is fused in fp32
 
 
+def test_pool_speed_times_both_poolings_in_both_dtypes():
+    out = run(str(BENCH / "pool_speed.py"), "--tiny")
+    assert "matmul ceiling" in out
+    rows = [r for r in out.splitlines() if r.startswith(("float32", "bfloat16"))]
+    assert [r.split()[0] for r in rows] == ["float32"] * 2 + ["bfloat16"] * 2
+    assert ["one autograd step" in r for r in rows] == [False, True] * 2
+    assert all(float(r.split()[-2]) > 0 for r in rows)
+
+
 def test_step_profile_with_the_gemm_kernel():
     out = run(str(BENCH / "step_profile.py"), "--precision", "bf16", "--attention", "gemm", "--rows", "60")
     assert out.count("attention gemm") == 2 and out.count("AdamW step") == 2  # the small and the big stage

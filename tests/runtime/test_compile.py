@@ -75,3 +75,18 @@ def test_compiled_losses_match_eager_and_recompile_after_growth(tmp_path, corpus
     first = next(r for r in rows if r["kind"] == "train")
     assert "tokens_per_s" not in first  # log_every=1: its window was the compiling step alone
     assert first["time"] >= compiles[0]["seconds"]
+
+
+def test_the_compiled_head_calls_its_kernel_untraced(recwarn):
+    """softmax_cross_entropy is outside the graph (torch.compiler.disable): dynamo does not trace
+    into head_kernel()'s lru_cache'd build and self-check, and warns of nothing there."""
+    from growlang.runtime.linear_ce import linear_cross_entropy
+
+    torch._dynamo.reset()
+    h, w, b = torch.randn(6, 8, requires_grad=True), torch.randn(20, 8, requires_grad=True), torch.zeros(20)
+    t = torch.randint(0, 20, (6,))
+    loss = torch.compile(linear_cross_entropy)(h, w, b, t)
+    torch.testing.assert_close(loss, linear_cross_entropy(h, w, b, t))
+    loss.backward()
+    assert h.grad is not None and w.grad is not None
+    assert not [str(x.message) for x in recwarn if "head_kernel" in str(x.message) or "lru_cache" in str(x.message)]

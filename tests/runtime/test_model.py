@@ -86,6 +86,36 @@ def test_pool_all_masked_group_is_zero():
     assert torch.all(got[0, 1] == 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("T,k,P", [(128, 2, 19), (17, 4, 3), (16, 2, 5), (10, 3, 1), (4, 8, 2), (9, 4, 4)])
+def test_pool_and_its_gradient_equal_autograd_of_the_plain_formula(T, k, P, dtype):
+    from growlang.runtime.embedding_pool import plain_pool_embeddings
+    from growlang.runtime.model import pool_embeddings
+
+    torch.manual_seed(T * k + P)
+    e = torch.randn(3, T, 16, dtype=dtype, requires_grad=True)
+    pos = torch.stack([torch.randperm(T - 1)[:P] + 1 for _ in range(3)])
+    pos[2, 0] = pos[2, -1]  # a repeated position (P > 1): both rows' gradients add up
+    g = torch.randn(3, 1 + math.ceil((T - 1) / k) + P, 16, dtype=dtype)
+    got = pool_embeddings(e, pos, k)
+    (got_grad,) = torch.autograd.grad(got, e, g)
+    want = plain_pool_embeddings(e, pos, k)
+    (want_grad,) = torch.autograd.grad(want, e, g)
+    assert torch.equal(got, want)  # bitwise (torch.equal counts -0 equal to 0)
+    assert torch.equal(got_grad, want_grad)
+
+
+def test_pool_gradient_is_every_group_member_a_share_and_every_masked_row_its_own():
+    from growlang.runtime.model import pool_embeddings
+
+    e = torch.zeros(1, 8, 2, requires_grad=True)  # groups of 3: positions 1-3, 4-6, 7
+    out = pool_embeddings(e, torch.tensor([[2, 7]]), 3)  # rows: CLS, 3 groups, masked 2 and 7
+    g = torch.arange(1.0, 13.0).view(1, 6, 2)
+    (grad,) = torch.autograd.grad(out, e, g)
+    want = torch.tensor([[1, 2], [1.5, 2], [9, 10], [1.5, 2], [5 / 3, 2], [5 / 3, 2], [5 / 3, 2], [11, 12]])
+    torch.testing.assert_close(grad[0], want)  # 2 is masked: its group's mean is over 1 and 3
+
+
 @pytest.mark.parametrize("family", ["bert", "bert-preln"])
 def test_pooled_forward_shape_and_loss(family):
     m = make(family)
