@@ -40,7 +40,7 @@ class PoolEmbeddings(torch.autograd.Function):
         keep = torch.ones(B, T, 1, dtype=e.dtype, device=e.device)
         keep.scatter_(1, masked_positions.unsqueeze(-1), 0.0)  # 0 at the masked positions
         parts = [(s, n) for s, n in ((1, full), (1 + full, T - 1 - full)) if n > 0]  # (start, length)
-        pooled, weights = [], []  # per part: (B, groups, d); keep and its count, (B, groups, size, 1) and (B, groups, 1)
+        pooled, weights = [], []  # per part: (B, groups, d); then w (B, groups, size, 1), count (B, groups, 1)
         for start, length in parts:
             size = min(k, length)  # k, or the short last group
             part = e[:, start:start + length].view(B, length // size, size, d)  # a view: no copy

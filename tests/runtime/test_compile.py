@@ -90,3 +90,18 @@ def test_the_compiled_head_calls_its_kernel_untraced(recwarn):
     loss.backward()
     assert h.grad is not None and w.grad is not None
     assert not [str(x.message) for x in recwarn if "head_kernel" in str(x.message) or "lru_cache" in str(x.message)]
+
+
+def test_the_pooling_compiles_into_one_graph():
+    """runtime/embedding_pool.py's autograd step traces with fullgraph=True (no strided out=,
+    which dynamo refuses) and gives the plain formula's gradient."""
+    from growlang.runtime.embedding_pool import plain_pool_embeddings, pool_embeddings
+
+    torch._dynamo.reset()
+    e = torch.randn(4, 17, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    pos = torch.tensor([[1, 2, 3], [4, 5, 16], [7, 8, 9], [10, 2, 3]])
+    compiled = torch.compile(lambda e, p: pool_embeddings(e, p, 4), fullgraph=True)
+    g = torch.randn(4, 1 + 4 + 3, 8)
+    (got,) = torch.autograd.grad(compiled(e, pos), e, g)
+    (want,) = torch.autograd.grad(plain_pool_embeddings(e, pos, 4), e, g)
+    torch.testing.assert_close(got, want)
