@@ -8,7 +8,7 @@ tokens, width 128, vocab 4096) and a BERT-base-shaped one (batch 16 x 19, width 
 Rows, forward + backward of one loss, median ms:
 - `GEMMs alone`: the head's three matrix products (logits, grad_h, grad_w) and nothing else: the floor;
 - `unfused`: `F.cross_entropy(F.linear(h, W, b).float(), t)` under autograd, what a model would write;
-- `linear_cross_entropy`: the runtime's fused head (in bf16 with the kernel runtime/head_kernel.py
+- `linear_cross_entropy`: the runtime's fused head (in bf16 with the kernel runtime/c_kernels.py
   chose for this process: its C kernel where it is built, else torch's ops);
 and, on the (N, V) fp32 and bf16 tensors alone, the loss rows, gradient and column sums from
 torch's ops against runtime/head_ce.c (`softmax_cross_entropy`), and the torch ops linear_ce.py
@@ -71,6 +71,7 @@ def op_calls(n: int, v: int) -> dict:
     import torch
 
     from growlang.runtime import head_kernel as hk
+    from growlang.runtime.c_kernels import c_kernels
 
     g = torch.Generator().manual_seed(0)
     z32 = torch.randn(n, v, generator=g) * 3
@@ -80,7 +81,7 @@ def op_calls(n: int, v: int) -> dict:
     t = torch.randint(0, v, (n,), generator=g)
     at = torch.arange(n) * v + t
     src = torch.full((n, 1), -0.5, dtype=torch.bfloat16)
-    kernel = hk.head_kernel()
+    kernel = c_kernels()
     calls = {}
     for label, logits in (("fp32", z32), ("bf16", z)):
         calls[f"softmax_cross_entropy {label}: torch ops"] = lambda x=logits: hk.torch_softmax_cross_entropy(x, t)
@@ -102,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     names = a.shapes.split(",")
     if bad := [s for s in names if s not in SHAPES]:
         p.error(f"--shapes: unknown {', '.join(bad)}; choose from {', '.join(SHAPES)}")
-    from growlang.runtime.head_kernel import head_kernel
+    from growlang.runtime.c_kernels import c_kernels
 
     with_bf16, header, note = cpu_op_setup(a.threads, a.bf16, "head rows")
-    print(f"{header}; medians of {a.rounds} rounds, ms; {head_kernel().describe()}")
+    print(f"{header}; medians of {a.rounds} rounds, ms; {c_kernels().describe()}")
     if note:
         print(note)
     for name in names:

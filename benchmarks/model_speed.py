@@ -17,6 +17,16 @@ import sys
 import time
 
 
+def op_parser(doc: str, rounds: int = 50) -> argparse.ArgumentParser:
+    """The options of a benchmark that times one op's variants with `bench` (pool_speed.py,
+    row_softmax_speed.py): --threads, --rounds and --tiny (a small shape, 3 rounds: a smoke test)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--tiny", action="store_true", help="a tiny shape and 3 rounds (a smoke test)")
+    return p
+
+
 def bench(steps_by_name: dict, warmup: int, steps: int) -> dict[str, float]:
     """Median seconds per step. The models take turns, one step each per round, so a noisy
     neighbour on the machine slows all of them alike."""

@@ -11,12 +11,11 @@ under autocast, so bf16 is only for a model run in it throughout). Median ms and
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_speed import bench  # noqa: E402  (median seconds per call, the variants taking turns)
+from model_speed import bench, op_parser  # noqa: E402  (median seconds per call, the variants taking turns)
 from trainer_speed import cpu_op_setup  # noqa: E402
 
 SHAPES = {"quickstart": (32, 128, 128, 2, 19), "tiny": (2, 17, 8, 4, 3)}  # (B, T, d, k, P)
@@ -39,11 +38,7 @@ def pool_calls(B: int, T: int, d: int, k: int, P: int, dtype) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=50)
-    p.add_argument("--tiny", action="store_true", help="a tiny shape and 3 rounds (a smoke test)")
-    a = p.parse_args(argv)
+    a = op_parser(__doc__).parse_args(argv)
     import torch
 
     _, header, _ = cpu_op_setup(a.threads, "on")  # pooling is not a matmul: bf16 rows run on any CPU

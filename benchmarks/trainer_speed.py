@@ -22,12 +22,13 @@ positions; its head runs on every position, the runtime's only on the masked one
 creation is inside the timed step for both, as it is in the runtime's trainer.
 
 growlang runs six ways, attention as a schedule that names none gets it (growlang/assemble.py
-default_attention: fused in fp32, auto otherwise): fp32, fp32 and bf16 with the head's softmax
-cross-entropy by torch's ops (GROWLANG_HEAD_KERNEL=torch; CPU only, where runtime/head_kernel.py
-built its C kernel for the other rows: their baseline), bf16, bf16 with attention=fused (CPU
+default_attention: fused in fp32, auto otherwise): fp32, fp32 and bf16 with torch's ops in place of
+the runtime's C kernels (the head's softmax cross-entropy, the gemm attention's row softmax:
+GROWLANG_C_KERNELS=torch; CPU only, where runtime/c_kernels.py built them for the other rows:
+their baseline), bf16, bf16 with attention=fused (CPU
 only: on CUDA auto keeps the fused kernel, so it is the bf16 row again) and bf16 with compile=on (its compile time falls in
 the untimed first steps; omit the side with --no-compile: on a CPU it compiles for a minute or
-more). The compound schedule's table has the torch-ops head as rows of their own as well. The bf16
+more). The compound schedule's table has the torch-ops rows of its own as well. The bf16
 sides, HF's included, run where the device has fast bf16 (runtime/precision.py fast_bf16, the test
 precision=auto makes): a CPU without AMX or AVX512-BF16 multiplies bf16 matrices some 90x slower than
 fp32 (docs/precision.md), so there the benchmark times fp32 only and says why (--bf16 on forces them).
@@ -60,8 +61,8 @@ TINY = dict(depth=2, width=64, ffn=256, len=32, vocab=8192, head_dim=32, batch=4
 CUDA_RUN = dict(batch=128, steps=60, skip=20)  # a GPU step is milliseconds: a batch that fills it, more steps
 HF_ANCHOR_H200 = 0.37e6  # tokens/s, HF BertForMaskedLM sdpa, BERT-base, one H200 (issue 11's anchor)
 LR, WD, B1, B2, EPS, CLIP, SEED = 1e-4, 0.01, 0.9, 0.999, 1e-6, 1.0, 0
-TORCH_HEAD = {"GROWLANG_HEAD_KERNEL": "torch"}  # runtime/head_kernel.py: the head by torch's ops
-TORCH_HEAD_LABEL = "head=torch ops"
+TORCH_OPS = {"GROWLANG_C_KERNELS": "torch"}  # runtime/c_kernels.py: torch's ops, not the C kernels
+TORCH_OPS_LABEL = "kernels=torch ops"
 
 
 def add_bf16_option(p: argparse.ArgumentParser) -> None:
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from growlang.assemble import default_attention
     from growlang.runtime.ceiling import PROBE_N
-    from growlang.runtime.head_kernel import head_kernel
+    from growlang.runtime.c_kernels import c_kernels
 
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)  # the runtime's own probe (runtime/ceiling.py), measured afresh here
@@ -385,19 +386,19 @@ def main(argv: list[str] | None = None) -> int:
         f"device {a.device}, {a.threads} CPU thread(s), torch {torch.__version__}, {os.cpu_count()} cores")
     say(f"{device_model(a.device)}; matmul ceiling ({PROBE_N[a.device]}^3"
         f"{f', {a.threads} thread(s)' if a.device == 'cpu' else ''}): fp32 {ceilings['fp32']:.0f} GFLOP/s, "
-        f"bf16 {ceilings['bf16']:.0f} GFLOP/s; {head_kernel().describe() if a.device == 'cpu' else 'head: torch ops'}")
+        f"bf16 {ceilings['bf16']:.0f} GFLOP/s; {c_kernels().describe() if a.device == 'cpu' else 'kernels: torch ops'}")
     sides = {"g32": ("growlang run fp32 (masked-only MLM head)", "fp32", None, "off"),
-             "g32t": (f"growlang run fp32 {TORCH_HEAD_LABEL}", "fp32", None, "off"),
+             "g32t": (f"growlang run fp32 {TORCH_OPS_LABEL}", "fp32", None, "off"),
              "g16": ("growlang run precision=bf16", "bf16", None, "off"),
-             "g16t": (f"growlang run precision=bf16 {TORCH_HEAD_LABEL}", "bf16", None, "off"),
+             "g16t": (f"growlang run precision=bf16 {TORCH_OPS_LABEL}", "bf16", None, "off"),
              "gfused": ("growlang run precision=bf16 attention=fused", "bf16", "fused", "off"),
              "gcomp": ("growlang run precision=bf16 compile=on", "bf16", None, "on"),
              "h32": ("transformers BertForMaskedLM sdpa fp32", "fp32", None, None),
              "h16": ("transformers ... + autocast bf16", "bf16", None, None)}
     if a.device == "cuda":
         del sides["gfused"]  # auto keeps the fused kernel on CUDA (runtime/attention.py): the bf16 row again
-    if a.device == "cuda" or head_kernel().lib is None:
-        del sides["g16t"], sides["g32t"]  # the C head kernel is CPU-only (runtime/head_kernel.py): the rows again
+    if a.device == "cuda" or c_kernels().lib is None:
+        del sides["g16t"], sides["g32t"]  # the C kernels are CPU-only (runtime/c_kernels.py): the rows again
     if a.no_compile:
         del sides["gcomp"]
     if not with_bf16:
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.repeat):  # alternated, so a change of machine load hits every side alike
                 for key, (name, precision, attention, compile) in sides.items():
                     load = os.getloadavg()[0]
-                    env = TORCH_HEAD if key in ("g32t", "g16t") else None
+                    env = TORCH_OPS if key in ("g32t", "g16t") else None
                     got = (growlang_speed(c, a.threads, Path(tmp), a.device, precision, attention, compile, env)
                            if key.startswith("g") else hf_speed(c, a.threads, a.device, precision))
                     rows[key].append((*got, precision, load))
@@ -417,17 +418,17 @@ def main(argv: list[str] | None = None) -> int:
             f"heads), len {c['len']}, vocab {c['vocab']}, batch {c['batch']}; {c['steps']} steps each, first "
             f"{c['skip']} not timed; command: python benchmarks/trainer_speed.py "
             f"{' '.join(sys.argv[1:] if argv is None else argv)}; finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-        say(f"{'trainer':<42} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
+        say(f"{'trainer':<46} {'tokens/s':>9} {'GFLOP/s':>8} {'of ceiling':>10} {'timed steps':>11} {'load':>5}")
         for key, (name, *_) in sides.items():
             for tps, n, flops, precision, load in rows[key]:
                 gf = f"{flops / 1e9:8.1f} {flops / 1e9 / ceilings[precision]:>10.0%}" if flops else f"{'-':>8} {'-':>10}"
-                say(f"{name:<42} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
+                say(f"{name:<46} {tps:>9.0f} {gf} {n:>11} {load:>5.2f}")
         med = {key: statistics.median(r[0] for r in rs) for key, rs in rows.items()}
-        ratios = [("growlang fp32 / HF fp32", "g32", "h32"), (f"growlang fp32 / growlang fp32 {TORCH_HEAD_LABEL}", "g32", "g32t"),
+        ratios = [("growlang fp32 / HF fp32", "g32", "h32"), (f"growlang fp32 / growlang fp32 {TORCH_OPS_LABEL}", "g32", "g32t"),
                   ("growlang bf16 / HF fp32", "g16", "h32"),
                   ("growlang bf16 / HF bf16", "g16", "h16"), ("growlang bf16 / growlang fp32", "g16", "g32"),
                   ("growlang bf16 / growlang bf16 attention=fused", "g16", "gfused"),
-                  (f"growlang bf16 / growlang bf16 {TORCH_HEAD_LABEL}", "g16", "g16t"),
+                  (f"growlang bf16 / growlang bf16 {TORCH_OPS_LABEL}", "g16", "g16t"),
                   ("growlang bf16 compile=on / growlang bf16", "gcomp", "g16")]
         say(f"ratios (medians of {a.repeat}): " + "; ".join(f"{label} {med[x] / med[y]:.2f}x"
                                                           for label, x, y in ratios if x in med and y in med))
@@ -446,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{'precision':<16} {'attention':<14} {'stage':<6} {'FLOPs/step':>10} {'s/step':>7} {'GFLOP/s':>8} "
             f"{'of ceiling':>10} {'s/FLOP vs last (range)':<21} {'GEMMs alone: GFLOP/s':>20} {'vs last stage':>13}")
         # (precision, attention, head): torch's attention dispatch and the per-stage probe
-        # (runtime/attention.py); on a CPU with the C head kernel also each precision's torch-ops head
+        # (runtime/attention.py); on a CPU with the C kernels also each precision's torch-ops rows
         configs = [(p, k, None) for p in ("fp32", "bf16") if p == "fp32" or with_bf16 for k in ("fused", "auto")]
         if "g32t" in sides:  # the default kernel of each precision (growlang/assemble.py default_attention)
             configs += [(p, default_attention(p)[0], "torch") for p in ("fp32", "bf16") if p == "fp32" or with_bf16]
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 for precision, attention, head in configs:
                     runs.setdefault((precision, attention, head), []).append(
                         compound_stages(a.compound, a.threads, Path(tmp), a.device, precision, attention,
-                                        a.compound_steps, compound_skip, TORCH_HEAD if head else None))
+                                        a.compound_steps, compound_skip, TORCH_OPS if head else None))
         gemm = {}  # the stages' GEMMs depend on the precision, not the attention kernel: timed once each
         for (precision, attention, head), reps in runs.items():
             plan, first = reps[0]
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 used = attention if kernels == [attention] else f"{attention}: {'/'.join(kernels)}"
                 used += "*" if default_attention(precision)[0] == attention else ""
                 spread = f" ({min(ratios[stage]):.2f}-{max(ratios[stage]):.2f})" if a.repeat > 1 else ""
-                label = f"{precision},torch-head" if head else precision  # one word: the table splits on spaces
+                label = f"{precision},torch-ops" if head else precision  # one word: the table splits on spaces
                 say(f"{label:<16} {used:<14} {stage:<6} {per_step:>10.3g} {per_step * spf[stage]:>7.3f} "
                     f"{1 / spf[stage] / 1e9:>8.1f} {1 / spf[stage] / 1e9 / ceilings[precision]:>10.0%} "
                     f"{spf[stage] / last:>8.2f}x{spread:<12} {1 / g[stage] / 1e9:>20.1f} {g[stage] / last_gemm:>12.2f}x")

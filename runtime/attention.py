@@ -31,8 +31,9 @@ All kernels compute `F.scaled_dot_product_attention`; they differ in how:
 The choice changes rounding, so it must not change inside a stage: it is recorded in every
 checkpoint (`Trainer.save`) and a resumed stage runs the recorded kernel. The probe's result is
 cached per machine (`$GROWLANG_CACHE/attention.json`, keyed like the matmul ceilings plus the
-shape and a hash of runtime/attention_gemm.py, so a changed kernel is timed anew), so two runs of
-one schedule on one machine choose alike and stay comparable bit for bit; with several processes
+shape and a hash of runtime/attention_gemm.py and its row softmax, so a changed kernel is timed
+anew), so two runs of one schedule on one machine choose alike and stay comparable bit for bit;
+with several processes
 rank 0 probes and every rank takes its choice (`Parallel.on_main`).
 """
 
@@ -202,9 +203,15 @@ def cache_key(device: torch.device, dtype: torch.dtype, shape: AttentionShape) -
 
 @functools.cache
 def gemm_source_hash() -> str:
-    from growlang.runtime import attention_gemm
+    """The gemm kernel's version: its source, its row softmax's (Python, C and the shared header)
+    and which of those runs (the C kernel or torch's ops, runtime/c_kernels.py)."""
+    from growlang.runtime import attention_gemm, c_kernels, row_softmax
 
-    return hashlib.sha256(Path(attention_gemm.__file__).read_bytes()).hexdigest()[:12]
+    files = (Path(attention_gemm.__file__), Path(row_softmax.__file__), *c_kernels.SOURCES, *c_kernels.HEADERS)
+    h = hashlib.sha256(c_kernels.c_kernels().name.encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def resolve(requested: str, shape: AttentionShape, dtype: torch.dtype, device: torch.device,

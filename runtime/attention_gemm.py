@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import torch
 
+from growlang.runtime.row_softmax import softmax_last_dim
+
 
 class GemmAttention(torch.autograd.Function):
     @staticmethod
@@ -49,12 +51,16 @@ class GemmAttention(torch.autograd.Function):
 
     @staticmethod
     def _forward(ctx, q, k, v, is_causal: bool, dropout_p: float):
-        scale = q.shape[-1] ** -0.5
-        s = scaled_matmul(q, k.transpose(-2, -1), scale)  # S / sqrt(d), the scale inside the GEMM
+        *batch, t, d = q.shape
+        scale = d ** -0.5
+        # (..., T, d) -> (B*h, T, d): one copy of each head-strided view (the model's q, k, v are
+        # (B, T, h, d) transposed), kept for backward, so the six GEMMs read these, K^T and the
+        # others as transposed views (a BLAS flag), never a transposing copy
+        q, k, v = (x.reshape(-1, *x.shape[-2:]) for x in (q, k, v))
+        s = torch.baddbmm(q.new_empty(()), q, k.transpose(1, 2), beta=0, alpha=scale)  # S / sqrt(d) in the GEMM
         if is_causal:
-            t, u = s.shape[-2:]
-            s.masked_fill_(torch.ones(t, u, dtype=torch.bool, device=s.device).triu_(1), float("-inf"))
-        p = torch.softmax(s, dim=-1)  # P in the operands' dtype, computed in fp32 for bf16/fp16 (torch's kernels)
+            s.masked_fill_(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu_(1), float("-inf"))
+        p = softmax_last_dim(s)  # P in the operands' dtype, computed in fp32 (runtime/row_softmax.py)
         del s
         keep = None
         if dropout_p > 0:  # the mask drawn on an fp32 tensor (fp64 for fp64 operands), as before 2026-12-07
@@ -64,30 +70,25 @@ class GemmAttention(torch.autograd.Function):
         else:
             dropped = p  # one tensor saved twice, not a second copy
         ctx.save_for_backward(q, k, v, p, dropped, keep)
-        ctx.scale, ctx.dropout_p = scale, dropout_p
-        return torch.matmul(dropped, v)
+        ctx.scale, ctx.dropout_p, ctx.batch = scale, dropout_p, batch
+        return torch.bmm(dropped, v).view(*batch, t, v.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, p, dropped, keep = ctx.saved_tensors
-        grad_out = grad_out.to(q.dtype)
-        dv = torch.matmul(dropped.transpose(-2, -1), grad_out)
-        dp = torch.matmul(grad_out, v.transpose(-2, -1))
+        batch, scale = ctx.batch, ctx.scale
+        grad_out = grad_out.to(q.dtype).reshape(-1, *grad_out.shape[-2:])
+        dv = torch.bmm(dropped.transpose(1, 2), grad_out)
+        dp = torch.bmm(grad_out, v.transpose(1, 2))
         if keep is not None:
             dp = dp.mul_(keep).mul_(1 / (1 - ctx.dropout_p))
         # softmax's backward, P * (dP - rowsum(dP * P)), in one pass of torch's kernel (fp32 inside
-        # for bf16/fp16); the 1/sqrt(d) goes into the two GEMMs below
+        # for bf16/fp16); the 1/sqrt(d) is the two GEMMs' alpha, applied to their fp32 accumulators
         ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
-        return scaled_matmul(ds, k, ctx.scale), scaled_matmul(ds.transpose(-2, -1), q, ctx.scale), dv, None, None
-
-
-def scaled_matmul(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
-    """alpha * (a @ b) over equal leading batch dims, alpha applied by the GEMM to its fp32
-    accumulator (baddbmm), so a bf16 result is rounded once and no pass over it scales it."""
-    *batch, n, m = a.shape[:-1] + b.shape[-1:]
-    out = torch.baddbmm(a.new_empty(()), a.reshape(-1, n, a.shape[-1]), b.reshape(-1, *b.shape[-2:]),
-                        beta=0, alpha=alpha)
-    return out.view(*batch, n, m)
+        dq = torch.baddbmm(ds.new_empty(()), ds, k, beta=0, alpha=scale)
+        dk = torch.baddbmm(ds.new_empty(()), ds.transpose(1, 2), q, beta=0, alpha=scale)
+        return (dq.view(*batch, *q.shape[-2:]), dk.view(*batch, *k.shape[-2:]), dv.view(*batch, *v.shape[-2:]),
+                None, None)
 
 
 def gemm_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False,

@@ -1,5 +1,6 @@
 /* The MLM/LM head's softmax cross-entropy on bf16 or fp32 logits in one pass per row, for
- * runtime/head_kernel.py (built there with the C compiler, loaded with ctypes; no torch headers).
+ * runtime/head_kernel.py (built by runtime/c_kernels.py with the C compiler, loaded with ctypes; no
+ * torch headers).
  *
  * Why: on a CPU, torch's path makes the loss and the logits' gradient from two full passes that
  * each evaluate exp on all N x V elements (an fp32 log_softmax for the loss, a softmax in the
@@ -16,101 +17,15 @@
  * and its small p_t - 1 to fp32's relative precision; torch's path subtracts two numbers near 1
  * there (log S - (z_t - m), p_t - 1) and keeps about 1e-7 absolute.
  *
- * exp is Cephes expf's (range reduction by ln 2 split in two, a degree-5 polynomial; within a few
- * fp32 ulps of libm), written with GCC/Clang vector extensions so that LANES floats go through it
- * at once: 16 with AVX-512, 8 with AVX2 (runtime/head_kernel.py picks the flags from torch's CPU
- * capability). Arguments below -87 give 0, as exp's true value is below fp32's normal range.
+ * exp is runtime/simd.h's (Cephes expf), LANES floats at once: 16 with AVX-512, 8 with AVX2
+ * (runtime/c_kernels.py picks the flags from torch's CPU capability). Arguments below -87 give 0,
+ * as exp's true value is below fp32's normal range.
  * NaN or +inf logits give a NaN loss, so the trainer's non-finite check still stops the run.
- * Rows are independent: head_kernel.py hands row ranges to threads, each with its own buf and
- * colsum, and sums the colsums in a fixed order (deterministic for a given thread count).
+ * Rows are independent: head_kernel.py hands row ranges to threads (runtime/c_kernels.py
+ * run_rows), each with its own buf and colsum, and sums the colsums in a fixed order
+ * (deterministic for a given thread count).
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-#ifndef LANES
-#error "build with -DLANES=16 (AVX-512) or -DLANES=8 (AVX2): runtime/head_kernel.py"
-#endif
-
-typedef float vf __attribute__((vector_size(LANES * 4)));
-typedef int32_t vi __attribute__((vector_size(LANES * 4)));
-typedef uint32_t vu __attribute__((vector_size(LANES * 4)));
-typedef uint16_t vh __attribute__((vector_size(LANES * 2)));
-
-#define BF16_NEG_INF 0xff80u
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) { /* round to nearest even, NaN kept NaN (as torch) */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline vf load_bf16(const uint16_t *p) {
-    vh h;
-    memcpy(&h, p, sizeof h);
-    vu u = __builtin_convertvector(h, vu) << 16;
-    vf f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline vf vmax(vf a, vf b) { /* lane-wise a > b ? a : b (a NaN lane gives b) */
-    vi take_a = a > b;
-    return (vf)(((vi)a & take_a) | ((vi)b & ~take_a));
-}
-
-static inline vf vexp(vf x) { /* exp(x) for x <= 0; 0 below -87; NaN stays NaN */
-    vf lo = (vf){0} - 87.0f;
-    vf c = vmax(x, lo);
-    vf n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
-    vf r = c - n * 0.693359375f + n * 2.12194440e-4f;                /* x - n ln 2, ln 2 in two parts */
-    vf p = (vf){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    vf y = p * r * r + r + 1.0f;
-    vi two_n = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n as fp32 bits */
-    vf e = y * (vf)two_n;
-    vi underflow = x < lo;
-    vi nan = x != x;
-    return (vf)(((vi)e & ~(underflow | nan)) | ((vi)x & nan));
-}
-
-static inline vu round_to_bf16_bits(vf f) { /* float_to_bf16, lane-wise, left in the high half */
-    vu u = (vu)f;
-    vu nan = (u & 0x7fffffffu) > 0x7f800000u;
-    vu rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    vu quiet = (u | 0x400000u) & 0xffff0000u;
-    return (rounded & ~nan) | (quiet & nan);
-}
-
-static inline float lanes_max(vf a) {
-    float m = a[0];
-    for (int l = 1; l < LANES; l++) m = a[l] > m ? a[l] : m;
-    return m;
-}
-
-static inline float lanes_sum(vf a) {
-    float s = 0.0f;
-    for (int l = 0; l < LANES; l++) s += a[l];
-    return s;
-}
-
-static inline vf load_f32(const float *p) {
-    vf f;
-    memcpy(&f, p, sizeof f);
-    return f;
-}
+#include "simd.h"
 
 /* Rows [r0, r1) of z (N x v, row-major: bf16 where `bf16`, else fp32) with targets t (int64, each
  * in [0, v)): writes g (N x v, z's type), loss (N fp32) and adds the rows' g to colsum (v fp32).

@@ -129,7 +129,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
     from growlang.runtime.allocator import keep_freed_memory
     from growlang.families import FAMILIES
     from growlang.runtime.data import TokenStream, check_enough, eval_batches, load_data, stream_tokens
-    from growlang.runtime.head_kernel import head_kernel
+    from growlang.runtime.c_kernels import c_kernels
     from growlang.runtime.metrics import MetricsLog, history_gap, summary_table
     from growlang.runtime.signals import StopRequest
     from growlang.runtime.threads import cpu_threads_note
@@ -206,10 +206,10 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
            if par.is_main else distributed.NullLog())
     if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
         print(precision.describe(), file=sys.stderr)
-    if dev.type == "cpu":  # the head's kernel, chosen (and built: 0.2 s) before training
-        kernel = head_kernel()
+    if dev.type == "cpu":  # the C kernels, chosen (and built: 0.2 s) before training
+        kernels = c_kernels()
         if par.is_main:
-            print(kernel.describe(), file=sys.stderr)
+            print(kernels.describe(), file=sys.stderr)
     if dev.type == "cpu" and not par.active and (note := cpu_threads_note()):  # --nproc sets threads per rank
         print(note, file=sys.stderr)
     stop = StopRequest()  # Ctrl-C / SIGTERM: finish the step, write a checkpoint, exit 130

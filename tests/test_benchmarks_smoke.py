@@ -98,14 +98,14 @@ def test_trainer_speed_tiny(tmp_path):
     defaults = {(r.split()[0], r.split()[1].rstrip("*")) for r in compound if "*" in "".join(r.split()[1:3])}
     assert defaults == {("fp32", "fused"), ("bf16", "auto:")} & {(p, k) for p in precisions for k in ("fused", "auto:")}
     assert len(compound) == len(precisions) * 2 * 3  # fused and auto, the quickstart's three stages
-    # where the C head kernel was built, the bf16 default again with the head by torch's ops (its baseline)
-    from growlang.runtime.head_kernel import head_kernel
+    # where the C kernels were built, the defaults again with torch's ops in their place (their baseline)
+    from growlang.runtime.c_kernels import c_kernels
 
-    built = head_kernel().lib is not None
-    torch_head = [f"{p},torch-head" for p in precisions for _ in range(3)] if built else []
+    built = c_kernels().lib is not None
+    torch_head = [f"{p},torch-ops" for p in precisions for _ in range(3)] if built else []
     assert [r.split()[0] for r in rows if r not in compound] == torch_head
-    assert ("growlang fp32 / growlang fp32 head=torch ops" in saved) == built
-    assert ("growlang bf16 / growlang bf16 head=torch ops" in saved) == (built and bf16)
+    assert ("growlang fp32 / growlang fp32 kernels=torch ops" in saved) == built
+    assert ("growlang bf16 / growlang bf16 kernels=torch ops" in saved) == (built and bf16)
 
 
 def test_trainer_speed_leaves_bf16_out_when_asked(tmp_path):
@@ -289,3 +289,12 @@ def test_data_scale_tiny(tmp_path):
 def test_time_estimate_tiny(tmp_path):
     out = run(str(BENCH / "time_estimate.py"), "--tiny", "--out", str(tmp_path))
     assert "estimated s" in out and "worst path error" in out and (tmp_path / "profile.json").exists()
+
+
+def test_row_softmax_speed_times_both_in_both_dtypes():
+    out = run(str(BENCH / "row_softmax_speed.py"), "--tiny")
+    assert "matmul ceiling" in out and "kernels:" in out
+    rows = [r for r in out.splitlines() if r.startswith("tiny")]
+    assert [r.split()[5] for r in rows] == ["float32"] * 2 + ["bfloat16"] * 2
+    assert [r.split()[6] for r in rows] == ["torch.softmax", "softmax_last_dim"] * 2
+    assert all(float(r.split()[-1].rstrip("x")) > 0 for r in rows)

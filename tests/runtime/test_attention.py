@@ -82,6 +82,23 @@ def test_a_changed_gemm_kernel_is_timed_anew(tmp_path, monkeypatch):
     assert len(json.loads((tmp_path / "attention.json").read_text())) == 2
 
 
+
+def test_the_gemm_kernel_s_version_covers_its_row_softmax(monkeypatch):
+    """Its speed depends on runtime/row_softmax.py's C kernel or torch's ops running: each its own
+    cache key, so timings with one are not reused for the other."""
+    from growlang.runtime import c_kernels as ck
+
+    hashes = []
+    try:
+        for name in ("C (AVX512)", "torch"):
+            monkeypatch.setattr(ck, "c_kernels", lambda name=name: ck.CKernels(name, "as the test says"))
+            attn.gemm_source_hash.cache_clear()
+            hashes.append(attn.gemm_source_hash())
+    finally:
+        attn.gemm_source_hash.cache_clear()
+    assert hashes[0] != hashes[1]
+
+
 def test_what_auto_does_not_probe(tmp_path):
     never = timer(1.0, 0.1, 0.1, calls := [])
     assert attn.resolve("fused", SHAPE, torch.bfloat16, CPU, timer=never).why == "as the schedule asks"

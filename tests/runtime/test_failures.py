@@ -132,10 +132,10 @@ def test_out_of_memory_names_the_stage_and_what_to_lower(tmp_path, corpus, monke
     assert run_plan(plan, out, resume=False, device="cpu") == 1
     err = capsys.readouterr().err
     small = plan.stages[0]
-    from growlang.runtime.head_kernel import head_kernel
+    from growlang.runtime.c_kernels import c_kernels
 
     # the run's head-kernel line (every CPU run), the stage's announcement, then the error
-    assert err.startswith(f"{head_kernel().describe()}\n== stage small:")
+    assert err.startswith(f"{c_kernels().describe()}\n== stage small:")
     assert "\nerror: out of GPU memory in stage small (batch=4, micro_batch=4" in err
     assert f"the plan estimates {failures.human_bytes(small.cost.memory_bytes)}" in err
     assert "micro_batch=2" in err and "--resume" in err and "Traceback" not in err

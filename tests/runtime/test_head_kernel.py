@@ -1,25 +1,17 @@
-"""runtime/head_kernel.py: which kernel a process gets and why, and the C kernel (runtime/head_ce.c)
-against torch's ops on the same bf16 and fp32 logits."""
+"""runtime/head_kernel.py: the head's C kernel (runtime/head_ce.c) against torch's ops on the same
+bf16 and fp32 logits (which kernels a process gets and why: test_c_kernels.py)."""
 
 import pytest
 import torch
 
 from growlang.runtime import head_kernel as hk
+from growlang.runtime.c_kernels import ROWS_PER_THREAD, CKernels, c_kernels
 
 
-@pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """head_kernel() chosen anew, building into an empty cache."""
-    monkeypatch.setenv("GROWLANG_CACHE", str(tmp_path / "cache"))
-    hk.head_kernel.cache_clear()
-    yield tmp_path / "cache" / "kernels"
-    hk.head_kernel.cache_clear()
-
-
-def native() -> hk.HeadKernel:
-    k = hk.head_kernel()
+def native() -> CKernels:
+    k = c_kernels()
     if k.lib is None:
-        pytest.skip(f"no C kernel on this machine: {k.why}")
+        pytest.skip(f"no C kernels on this machine: {k.why}")
     return k
 
 
@@ -35,55 +27,6 @@ def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
     """The spacing of bf16 values at |x| (2^-133 at zero, bf16's smallest subnormal)."""
     e = torch.frexp(x.float().abs().clamp_min(2.0 ** -126))[1]
     return torch.ldexp(torch.ones_like(x, dtype=torch.float32), e - 8)
-
-
-def test_torch_when_asked(fresh, monkeypatch):
-    monkeypatch.setenv(hk.ENV, "torch")
-    k = hk.head_kernel()
-    assert k.lib is None and k.name == "torch" and hk.ENV in k.describe()
-    assert not fresh.exists()  # nothing built
-
-
-def test_torch_without_avx2(fresh, monkeypatch):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
-    k = hk.head_kernel()
-    assert k.lib is None and "no AVX2" in k.why and "DEFAULT" in k.why
-
-
-def test_torch_without_a_compiler(fresh, monkeypatch):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    monkeypatch.setattr(hk, "compiler", lambda: None)
-    k = hk.head_kernel()
-    assert k.lib is None and "no C compiler" in k.why
-
-
-def test_torch_when_the_build_fails_and_nothing_half_written_remains(fresh, monkeypatch, tmp_path):
-    cc = tmp_path / "broken-cc"
-    cc.write_text("#!/bin/sh\nfor a; do case $a in --version) echo broken 1.0; exit 0;; esac; done\n"
-                  "echo 'broken-cc: cannot compile' >&2; exit 3\n")
-    cc.chmod(0o755)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    monkeypatch.setenv("CC", str(cc))
-    k = hk.head_kernel()
-    assert k.lib is None and "failed" in k.why and "cannot compile" in k.why
-    assert not fresh.exists() or list(fresh.iterdir()) == []  # the temporary output was removed
-
-
-def test_builds_once_into_the_cache(fresh):
-    k = native()
-    built = sorted(fresh.iterdir())
-    assert len(built) == 1 and built[0].suffix == ".so" and k.name.startswith("C (")
-    hk.head_kernel.cache_clear()
-    hk.head_kernel()
-    assert sorted(fresh.iterdir()) == built  # the second process loads it, builds nothing
-
-
-def test_unwritable_cache_builds_for_the_process(fresh, monkeypatch, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("GROWLANG_CACHE", str(blocker / "cache"))  # under a file: mkdir fails
-    k = native()
-    assert not str(k.lib._name).startswith(str(blocker))
 
 
 @pytest.mark.parametrize("n,v", [(64, 4096), (37, 300), (5, 7), (1, 16), (9, 30522)])
@@ -163,7 +106,7 @@ def test_non_finite_logits_give_a_non_finite_loss(bad, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_threads_split_rows_and_agree(dtype):
     k = native()
-    z, t = logits(4 * hk.ROWS_PER_THREAD, 500, dtype=dtype)
+    z, t = logits(4 * ROWS_PER_THREAD, 500, dtype=dtype)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -194,33 +137,10 @@ def test_other_inputs_take_torch_ops():
     assert all(torch.equal(a, b) for a, b in zip(out, hk.torch_softmax_cross_entropy(z, t)))
 
 
-def test_float64_never_builds_the_kernel(fresh, monkeypatch):
+def test_float64_never_builds_the_kernel(monkeypatch):
     def refuse():
-        raise AssertionError("head_kernel() asked for float64 logits")
+        raise AssertionError("c_kernels() asked for float64 logits")
 
-    refuse.cache_clear = lambda: None  # what the fixture's teardown calls
-    monkeypatch.setattr(hk, "head_kernel", refuse)
+    monkeypatch.setattr(hk, "c_kernels", refuse)
     z, t = logits(4, 20, dtype=torch.float64)
     hk.softmax_cross_entropy(z, t)
-    assert not fresh.exists()
-
-
-def test_concurrent_builds_leave_one_whole_library(fresh):
-    """torchrun's ranks start together: each builds to its own temporary file and renames it, so
-    every process loads a whole library and the cache ends with one file, no temporaries."""
-    import os
-    import subprocess
-    import sys
-
-    native()  # skips where no kernel is built here
-    for f in fresh.iterdir():
-        f.unlink()
-    code = ("from growlang.runtime.head_kernel import head_kernel; k = head_kernel(); "
-            "assert k.lib is not None, k.why; print(k.name)")
-    env = {**os.environ, "GROWLANG_CACHE": str(fresh.parent)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-2000:]
-    assert [f.suffix for f in fresh.iterdir()] == [".so"]
