@@ -206,7 +206,7 @@ def _run(plan: Plan, out: Path, resume: bool, device: str, stop_after_steps: int
            if par.is_main else distributed.NullLog())
     if par.is_main and precision.requested != "fp32":  # fp32 as asked needs no word; auto/bf16 say why
         print(precision.describe(), file=sys.stderr)
-    if dev.type == "cpu":  # the C kernels, chosen (and built: 0.2 s) before training
+    if dev.type == "cpu":  # the C kernels, chosen (and built: 0.5 s) before training
         kernels = c_kernels()
         if par.is_main:
             print(kernels.describe(), file=sys.stderr)
